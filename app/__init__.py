@@ -1,0 +1,61 @@
+"""Flask reference app whose database lifecycle survives idle and dropped connections."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import InterfaceError, InvalidRequestError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException
+
+from app.db import Database
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Seconds a client should wait before retrying while the database is unavailable.
+RETRY_AFTER = 5
+
+
+def create_app(settings: Settings | None = None, environ: Mapping[str, str] | None = None) -> Flask:
+    """Build the app. Settings come from the environment unless given."""
+    settings = settings or Settings.from_env(environ)
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    Database(settings).init_app(app)
+
+    from app.views import bp
+
+    app.register_blueprint(bp)
+    register_error_handlers(app)
+    return app
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error is JSON; a database that is down or busy is a 503, never a 500."""
+
+    def database_unavailable(exc: Exception) -> ResponseReturnValue:
+        log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        body = jsonify(error="database_unavailable", message="the database is not reachable")
+        return body, 503, {"Retry-After": str(RETRY_AFTER)}
+
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
+        return jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description), (
+            exc.code or 500
+        )
+
+    def internal_error(exc: Exception) -> ResponseReturnValue:
+        log.exception("unhandled error")
+        return jsonify(error="internal_error", message="see the server log"), 500
+
+    # OperationalError: connect refused/timed out, lost mid-query (2006, 2013).
+    # InterfaceError: PyMySQL's "(0, '')" on a socket that is already gone.
+    # TimeoutError: every pooled connection busy for DB_POOL_TIMEOUT.
+    # InvalidRequestError: the pool gave up replacing a dead connection on checkout.
+    for exc_class in (OperationalError, InterfaceError, PoolTimeoutError, InvalidRequestError):
+        app.register_error_handler(exc_class, database_unavailable)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(Exception, internal_error)

@@ -1,0 +1,56 @@
+"""HTTP endpoints. They only ever reach the database through ``get_db(current_app)``."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select, text
+
+from app.db import get_db
+from app.models import NOTE_MAX_LENGTH, Note
+
+bp = Blueprint("notes", __name__)
+
+RECENT_NOTES = 20
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """The process is alive; says nothing about the database on purpose."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """One round trip, bounded by DB_PING_TIMEOUT; the 503 comes from the error handler."""
+    with get_db(current_app).quick_connection() as conn:
+        conn.execute(text("SELECT 1"))
+    return jsonify(status="ready")
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    session = get_db(current_app).session
+    notes = session.scalars(select(Note).order_by(Note.id.desc()).limit(RECENT_NOTES)).all()
+    return jsonify(notes=[note.as_dict() for note in notes])
+
+
+@bp.post("/notes")
+def create_note() -> ResponseReturnValue:
+    payload = request.get_json(silent=True)
+    if not isinstance(payload, dict):
+        return _bad_request('send a JSON object such as {"text": "hello"}')
+    note_text = payload.get("text")
+    if not isinstance(note_text, str) or not note_text.strip():
+        return _bad_request('"text" is required and must be a non-empty string')
+    if len(note_text) > NOTE_MAX_LENGTH:
+        return _bad_request(f'"text" is longer than {NOTE_MAX_LENGTH} characters')
+    session = get_db(current_app).session
+    note = Note(text=note_text)
+    session.add(note)
+    session.commit()
+    return jsonify(note.as_dict()), 201
+
+
+def _bad_request(message: str) -> ResponseReturnValue:
+    return jsonify(error="bad_request", message=message), 400

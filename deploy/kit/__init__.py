@@ -1,0 +1,1 @@
+"""Operator tooling for the idle-proof Flask + SQLAlchemy + MariaDB kit."""

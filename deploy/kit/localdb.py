@@ -1,0 +1,259 @@
+"""A throwaway MariaDB server in a directory of its own, for ``make run``, tests and benchmarks.
+
+It runs the distribution's ``mariadbd`` as a plain child process (no systemd, no system
+datadir), on loopback and a free port, with the kit's tuned timeouts. ``stop`` ends exactly
+the process ``start`` began, by the pid it wrote.
+
+    python -m kit.localdb start --dir .run/mariadb [--port N] [--wait-timeout S]
+    python -m kit.localdb stop --dir .run/mariadb
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymysql
+
+# The kit's tuned server settings for a development server; production values come from
+# the Ansible inventory (db_idle_timeout) through the mysql role's template.
+TUNED = {
+    "wait_timeout": 600,
+    "interactive_timeout": 600,
+    "net_read_timeout": 30,
+    "net_write_timeout": 60,
+    "connect_timeout": 5,
+    "max_connections": 200,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _binary(*names: str) -> str:
+    for name in names:
+        path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+        if path:
+            return path
+    raise SystemExit(
+        f"{names[0]} not found: install MariaDB (apt-get install mariadb-server) or run make run"
+    )
+
+
+@dataclass
+class LocalMariaDB:
+    directory: Path
+    port: int
+    database: str = "app"
+    user: str = "app"
+    password: str = ""
+
+    @property
+    def socket_path(self) -> Path:
+        # Unix socket paths are limited to 107 bytes; keep it short.
+        return self.directory / "sock"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.directory / "mariadbd.pid"
+
+    @property
+    def url(self) -> str:
+        return (
+            f"mysql+pymysql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+        )
+
+    def write_config(self, options: dict[str, object]) -> None:
+        settings = {
+            **TUNED,
+            **options,
+            "datadir": self.directory / "data",
+            "socket": self.socket_path,
+            "pid-file": self.pid_path,
+            "log-error": self.directory / "error.log",
+            "port": self.port,
+            "bind-address": "127.0.0.1",
+            "skip-name-resolve": None,
+            "local-infile": 0,
+            "innodb_buffer_pool_size": "64M",
+            "innodb_log_file_size": "16M",
+            # Throwaway data: skip the fsyncs that make tests slow, never in production.
+            "innodb_flush_log_at_trx_commit": 2,
+            "skip-log-bin": None,
+        }
+        lines = ["[mariadbd]"]
+        for key, value in settings.items():
+            lines.append(key if value is None else f"{key} = {value}")
+        (self.directory / "my.cnf").write_text("\n".join(lines) + "\n")
+
+    def install(self) -> None:
+        data = self.directory / "data"
+        if (data / "mysql").is_dir():
+            return
+        data.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            _binary("mariadb-install-db", "mysql_install_db"),
+            f"--defaults-file={self.directory / 'my.cnf'}",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+        ]
+        if os.geteuid() == 0:
+            cmd.append("--user=root")
+        _run(cmd, "mariadb-install-db")
+
+    def start_server(self, timeout: float = 30) -> None:
+        cmd = [_binary("mariadbd", "mysqld"), f"--defaults-file={self.directory / 'my.cnf'}"]
+        if os.geteuid() == 0:
+            cmd.append("--user=root")
+        log = (self.directory / "stdout.log").open("ab")
+        subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.admin().close()
+                return
+            except pymysql.err.OperationalError:
+                time.sleep(0.1)
+        raise RuntimeError(f"MariaDB did not start in {timeout}s; see {self.directory}/error.log")
+
+    def admin(self) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+        """A root connection over the unix socket (root has no password: socket auth)."""
+        return pymysql.connect(
+            unix_socket=str(self.socket_path), user="root", connect_timeout=2, autocommit=True
+        )
+
+    def execute(self, *statements: str) -> list[tuple[object, ...]]:
+        conn = self.admin()
+        try:
+            rows: list[tuple[object, ...]] = []
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+                    rows = list(cur.fetchall())
+            return rows
+        finally:
+            conn.close()
+
+    def create_app_database(self) -> None:
+        secret_file = self.directory / "app-password"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_urlsafe(18))
+            secret_file.chmod(0o600)
+        self.password = secret_file.read_text().strip()
+        self.execute(
+            f"CREATE DATABASE IF NOT EXISTS `{self.database}` CHARACTER SET utf8mb4",
+            f"CREATE USER IF NOT EXISTS '{self.user}'@'127.0.0.1' IDENTIFIED BY '{self.password}'",
+            f"GRANT ALL PRIVILEGES ON `{self.database}`.* TO '{self.user}'@'127.0.0.1'",
+        )
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, timeout: float = 30) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            _reap(pid)
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start_server()
+
+    def kill_app_connections(self) -> int:
+        """KILL every connection of the app user; returns how many."""
+        rows = self.execute(
+            f"SELECT id FROM information_schema.processlist WHERE user = '{self.user}'"
+        )
+        for (thread_id,) in rows:
+            try:
+                self.execute(f"KILL {int(str(thread_id))}")
+            except pymysql.err.OperationalError:
+                pass  # it ended on its own meanwhile
+        return len(rows)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _run(cmd: list[str], what: str) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed: {(result.stderr or result.stdout).strip()[-500:]}")
+
+
+def start(
+    directory: Path, port: int | None = None, options: dict[str, object] | None = None
+) -> LocalMariaDB:
+    """Create (once) and start a server in ``directory``; returns it with the app user made."""
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    db = LocalMariaDB(directory, port or free_port())
+    db.write_config(options or {})
+    db.install()
+    db.start_server()
+    db.create_app_database()
+    return db
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kit.localdb", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("start", help="start the server and print the app's environment")
+    up.add_argument("--dir", type=Path, required=True)
+    up.add_argument("--port", type=int)
+    up.add_argument("--wait-timeout", type=int, default=TUNED["wait_timeout"])
+    up.add_argument("--env-file", type=Path, help="also write the app's environment here")
+    down = sub.add_parser("stop", help="stop the server started in --dir")
+    down.add_argument("--dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "stop":
+        directory = args.dir.resolve()
+        LocalMariaDB(directory, 0).stop()
+        return 0
+    timeouts = {"wait_timeout": args.wait_timeout, "interactive_timeout": args.wait_timeout}
+    db = start(args.dir, args.port, timeouts)
+    # One source of truth: the app's idle timeout is the server's wait_timeout.
+    env = f"DATABASE_URL={db.url}\nDB_IDLE_TIMEOUT={args.wait_timeout}\n"
+    if args.env_file:
+        args.env_file.write_text(env)
+        args.env_file.chmod(0o600)
+    sys.stdout.write(env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

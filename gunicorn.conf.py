@@ -1,0 +1,164 @@
+# Gunicorn configuration for the idle-proof Flask app.
+#
+#   gunicorn -c gunicorn.conf.py app.wsgi:app
+#
+# Laid out like Gunicorn's examples/example_config.py. Every value can be overridden
+# from the environment (GUNICORN_<NAME>); database settings are read by app.settings
+# from the same environment, so one EnvironmentFile configures both.
+
+import logging
+import multiprocessing
+import os
+from typing import Any
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"GUNICORN_{name}", default)
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"GUNICORN_{name}={raw!r} is not a whole number: set a whole number")
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = _env(name, "true" if default else "false").lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise SystemExit(f"GUNICORN_{name}={raw!r} is not a boolean: set true or false")
+    return raw in ("true", "1", "yes")
+
+
+#
+# Server socket
+#
+#   bind - Where to listen: 'HOST:PORT' or 'unix:PATH'. Under systemd socket activation
+#          (LISTEN_FDS set by the .socket unit) Gunicorn uses the inherited socket and
+#          this is ignored.
+#
+#   backlog - Connections the kernel queues while every worker is busy. 64-2048.
+#
+
+bind = _env("BIND", "127.0.0.1:8000")
+backlog = _int("BACKLOG", 2048)
+
+#
+# Worker processes
+#
+#   workers - Processes handling requests. 2-4 per core is the usual range; each holds
+#             its own pool of DB_POOL_SIZE + DB_MAX_OVERFLOW connections, so
+#             MariaDB's max_connections must cover hosts x workers x that sum.
+#
+#   worker_class - 'sync' suits a proxy-buffered app like this one (nginx in front).
+#                  'gthread' adds threads per worker; the session is thread-scoped.
+#
+#   threads - Threads per worker for 'gthread'. 1-8.
+#
+#   timeout - A worker silent for this many seconds is killed and restarted. 10-120.
+#             Must exceed DB_READ_TIMEOUT so a slow query is never cut mid-flight.
+#
+#   graceful_timeout - Seconds a worker gets to finish in-flight requests on restart.
+#                      Keep it below systemd's TimeoutStopSec. 10-60.
+#
+#   keepalive - Seconds to hold an idle keep-alive connection. Behind nginx 2-5.
+#
+#   max_requests, max_requests_jitter - Recycle a worker after this many requests
+#                                       (plus up to jitter), so slow leaks cannot
+#                                       grow forever; jitter keeps workers from
+#                                       restarting together. 1000-10000 / 10 %.
+#
+
+workers = _int("WORKERS", min(multiprocessing.cpu_count() * 2 + 1, 8))
+worker_class = _env("WORKER_CLASS", "sync")
+threads = _int("THREADS", 1)
+timeout = _int("TIMEOUT", 60)
+graceful_timeout = _int("GRACEFUL_TIMEOUT", 30)
+keepalive = _int("KEEPALIVE", 5)
+max_requests = _int("MAX_REQUESTS", 5000)
+max_requests_jitter = _int("MAX_REQUESTS_JITTER", 500)
+
+#
+# Server mechanics
+#
+#   preload_app - Import the app in the master before forking: faster start and shared
+#                 memory. It is also why post_fork below must dispose the engine: any
+#                 connection the master opened would otherwise be shared by every
+#                 worker ("Command Out of Sync", error 2014).
+#
+#   forwarded_allow_ips - Proxies whose X-Forwarded-* headers are trusted. nginx on the
+#                         same host: '127.0.0.1'. Never '*' on a reachable port.
+#
+#   worker_tmp_dir - Heartbeat files; /dev/shm keeps a slow disk from looking like a
+#                    hung worker.
+#
+
+preload_app = _bool("PRELOAD_APP", True)
+forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
+worker_tmp_dir = _env("WORKER_TMP_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp")
+proc_name = _env("PROC_NAME", "idle-proof-app")
+
+#
+# Control
+#
+#   control_socket_disable - Gunicorn 25+ opens a management socket in $HOME or
+#                            $XDG_RUNTIME_DIR. Off by default: systemd and signals
+#                            manage this service, a hardened unit has no writable
+#                            home, and two instances on one host would share the path.
+#
+
+control_socket_disable = _bool("CONTROL_SOCKET_DISABLE", True)
+
+#
+# Logging
+#
+#   accesslog, errorlog - '-' is stdout/stderr: journald or the container runtime keep
+#                         them; no log files to rotate.
+#
+#   loglevel - 'debug', 'info', 'warning', 'error' or 'critical'.
+#
+
+accesslog = _env("ACCESSLOG", "-")
+errorlog = _env("ERRORLOG", "-")
+loglevel = _env("LOGLEVEL", "info")
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+#
+# Server hooks
+#
+#   when_ready - Called in the master once the listening socket is ready.
+#
+#   post_fork - Called in each worker right after the fork, before it serves.
+#
+
+
+def when_ready(server: Any) -> None:
+    from app.settings import Settings
+
+    s = Settings.from_env()
+    if server.cfg.timeout <= s.read_timeout:
+        # A worker killed mid-query loses the request; the query must time out first.
+        raise SystemExit(
+            f"GUNICORN_TIMEOUT={server.cfg.timeout} must exceed DB_READ_TIMEOUT="
+            f"{s.read_timeout:g}: raise GUNICORN_TIMEOUT or lower DB_READ_TIMEOUT"
+        )
+    server.log.info(
+        "database %s: idle_timeout=%ss pool_recycle=%ss ping_after_idle=%ss ping_timeout=%ss "
+        "connect_timeout=%ss read_timeout=%ss pool=%s+%s per worker x %s workers",
+        s.url_without_password, s.idle_timeout, s.pool_recycle, s.ping_after_idle,
+        s.ping_timeout, s.connect_timeout, s.read_timeout, s.pool_size, s.max_overflow,
+        server.cfg.workers,
+    )
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    from app.db import dispose_after_fork
+
+    dispose_after_fork(server.app.wsgi())
+
+
+def on_starting(server: Any) -> None:
+    # Python's logging goes to Gunicorn's error log, so the app's "replacing pooled
+    # connection" lines land in the journal beside Gunicorn's.
+    logging.basicConfig(level=loglevel.upper(), format="%(levelname)s %(name)s: %(message)s")
