@@ -21,7 +21,9 @@ def _int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise SystemExit(f"GUNICORN_{name}={raw!r} is not a whole number: set a whole number")
+        raise SystemExit(
+            f"GUNICORN_{name}={raw!r} is not a whole number: set a whole number"
+        ) from None
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -113,13 +115,13 @@ control_socket_disable = _bool("CONTROL_SOCKET_DISABLE", True)
 #
 # Logging
 #
-#   accesslog, errorlog - '-' is stdout/stderr: journald or the container runtime keep
+#   accesslog, errorlog - "-" is stdout/stderr: journald or the container runtime keep
 #                         them; no log files to rotate.
 #
 #   loglevel - 'debug', 'info', 'warning', 'error' or 'critical'.
 #
 
-accesslog = _env("ACCESSLOG", "-")
+accesslog = _env("ACCESSLOG", "-") or None  # empty: no access log
 errorlog = _env("ERRORLOG", "-")
 loglevel = _env("LOGLEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
@@ -146,8 +148,15 @@ def when_ready(server: Any) -> None:
     server.log.info(
         "database %s: idle_timeout=%ss pool_recycle=%ss ping_after_idle=%ss ping_timeout=%ss "
         "connect_timeout=%ss read_timeout=%ss pool=%s+%s per worker x %s workers",
-        s.url_without_password, s.idle_timeout, s.pool_recycle, s.ping_after_idle,
-        s.ping_timeout, s.connect_timeout, s.read_timeout, s.pool_size, s.max_overflow,
+        s.url_without_password,
+        s.idle_timeout,
+        s.pool_recycle,
+        s.ping_after_idle,
+        s.ping_timeout,
+        s.connect_timeout,
+        s.read_timeout,
+        s.pool_size,
+        s.max_overflow,
         server.cfg.workers,
     )
 

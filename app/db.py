@@ -132,7 +132,7 @@ def create_engine(settings: Settings, guard: ConnectionGuard | None = None) -> E
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout,
-        pool_recycle=settings.pool_recycle,  # type: ignore[arg-type]  # float works
+        pool_recycle=settings.pool_recycle,
         # The guard replaces pool_pre_ping: same safety, no round trip on busy connections.
         pool_pre_ping=False,
         connect_args={

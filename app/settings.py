@@ -142,7 +142,7 @@ def _url(env: Mapping[str, str]) -> str:
     except ValueError:
         raise SettingsError(
             f"DATABASE_URL has an invalid port in {parts.netloc.rsplit('@', 1)[-1]!r}: "
-            "use a number from 1 to 65535"
+            "use a port from 1 to 65535, as in mysql+pymysql://USER:PASSWORD@HOST:3306/DATABASE"
         ) from None
     if not parts.path.strip("/"):
         raise SettingsError(

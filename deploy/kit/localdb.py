@@ -11,6 +11,7 @@ the process ``start`` began, by the pid it wrote.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import shutil
@@ -72,9 +73,7 @@ class LocalMariaDB:
 
     @property
     def url(self) -> str:
-        return (
-            f"mysql+pymysql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
-        )
+        return f"mysql+pymysql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
     def write_config(self, options: dict[str, object]) -> None:
         settings = {
@@ -194,18 +193,15 @@ class LocalMariaDB:
             f"SELECT id FROM information_schema.processlist WHERE user = '{self.user}'"
         )
         for (thread_id,) in rows:
-            try:
+            # It may have ended on its own meanwhile.
+            with contextlib.suppress(pymysql.err.OperationalError):
                 self.execute(f"KILL {int(str(thread_id))}")
-            except pymysql.err.OperationalError:
-                pass  # it ended on its own meanwhile
         return len(rows)
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -229,7 +225,9 @@ def start(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kit.localdb", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kit.localdb", description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("start", help="start the server and print the app's environment")
     up.add_argument("--dir", type=Path, required=True)

@@ -1,0 +1,58 @@
+"""Fixtures that start real servers: a MariaDB with wait_timeout=2 and Gunicorn apps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.faults import StallProxy
+from tests.support.servers import GunicornServer, LocalMariaDB, migrate, start_mariadb
+
+# Short enough that "a quiet night" fits in a test, long enough to warm a pool.
+WAIT_TIMEOUT = 2
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMariaDB]:
+    db = start_mariadb(
+        tmp_path_factory.mktemp("mariadb"),
+        options={"wait_timeout": WAIT_TIMEOUT, "interactive_timeout": WAIT_TIMEOUT},
+    )
+    try:
+        migrate(db.url)
+        yield db
+    finally:
+        db.stop()
+
+
+@pytest.fixture
+def stall_proxy(mariadb: LocalMariaDB) -> Iterator[StallProxy]:
+    proxy = StallProxy(mariadb.port)
+    yield proxy
+    proxy.close()
+
+
+AppFactory = Callable[..., GunicornServer]
+
+
+@pytest.fixture
+def start_app(tmp_path: Path, mariadb: LocalMariaDB) -> Iterator[AppFactory]:
+    """Start the kit (or a variant) under real Gunicorn; everything is stopped afterwards."""
+    started: list[GunicornServer] = []
+
+    def start(variant: str = "kit", port: int | None = None, **env: str) -> GunicornServer:
+        url = mariadb.url.replace(f":{mariadb.port}/", f":{port or mariadb.port}/")
+        settings = {"DATABASE_URL": url, "DB_IDLE_TIMEOUT": str(WAIT_TIMEOUT), **env}
+        app = "app.wsgi:app"
+        if variant != "kit":
+            settings["KIT_VARIANT"] = variant
+            app = "tests.support.variants:app"
+        server = GunicornServer(settings, tmp_path / f"gunicorn-{len(started)}.log", app=app)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()

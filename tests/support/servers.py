@@ -1,0 +1,102 @@
+"""Real MariaDB and Gunicorn processes for tests and benchmarks, stopped by their own pids."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+from kit.localdb import LocalMariaDB, free_port
+from kit.localdb import start as start_mariadb
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+__all__ = ["ROOT", "GunicornServer", "LocalMariaDB", "free_port", "migrate", "start_mariadb"]
+
+
+def migrate(database_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    subprocess.run(
+        [str(VENV_BIN / "alembic"), "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+class GunicornServer:
+    """``gunicorn -c gunicorn.conf.py <app>`` from the repo root, as an operator runs it."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        app: str = "app.wsgi:app",
+        workers: int = 2,
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "GUNICORN_WORKERS": str(workers),
+            "GUNICORN_ACCESSLOG": "",
+            "GUNICORN_LOGLEVEL": "info",
+            # Short enough that a hung worker is replaced within one test.
+            "GUNICORN_TIMEOUT": "20",
+            "GUNICORN_GRACEFUL_TIMEOUT": "2",
+            "DB_READ_TIMEOUT": "15",
+            "GUNICORN_MAX_REQUESTS": "0",
+            **env,
+        }
+        self.app = app
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20) -> GunicornServer:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", self.app],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,  # its own process group: stop() ends master and workers
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited; see {self.log_path}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not answer in {timeout}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        pgid = self.proc.pid  # start_new_session made the master its group leader
+        os.killpg(pgid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        # Workers stuck on a dead socket ignore SIGTERM; end the whole group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        self.proc.wait(timeout=5)
+
+    def __enter__(self) -> GunicornServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,77 @@
+"""The configurations the kit is compared with, serving the kit's own views.
+
+* ``naive`` (also the benchmark's *bare* engine): the incident's setup. A default
+  ``create_engine``, a module-level ``scoped_session`` never removed, the schema created
+  at import (so with ``preload_app`` the master opens a connection every worker inherits)
+  and no ``post_fork`` dispose. Flask's default error page: failures are 500s.
+* ``textbook``: SQLAlchemy's documented answer: ``pool_pre_ping=True``, ``pool_recycle``
+  below the idle timeout, session removed on teardown, engine disposed after fork.
+
+Served by the kit's ``gunicorn.conf.py`` unchanged (same workers, timeouts, preload):
+``KIT_VARIANT=naive gunicorn -c gunicorn.conf.py tests.support.variants:app``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy
+from flask import Flask
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+
+from app.models import Base
+from app.settings import Settings
+from app.views import bp
+
+
+class NaiveDatabase:
+    def __init__(self, engine: sqlalchemy.Engine):
+        self.engine = engine
+        self.session: scoped_session[Session] = scoped_session(sessionmaker(bind=engine))
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["db"] = self
+
+    def dispose_after_fork(self) -> None:
+        """The naive setup has no post_fork hook: the inherited pool is kept."""
+
+    @contextmanager
+    def quick_connection(self) -> Iterator[sqlalchemy.Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+
+class TextbookDatabase(NaiveDatabase):
+    def init_app(self, app: Flask) -> None:
+        super().init_app(app)
+        app.teardown_appcontext(lambda exc: self.session.remove())
+
+    def dispose_after_fork(self) -> None:
+        self.engine.dispose(close=False)
+
+
+def create_variant_app(kind: str) -> Flask:
+    settings = Settings.from_env()
+    app = Flask(__name__)
+    db: NaiveDatabase
+    if kind == "naive":
+        db = NaiveDatabase(sqlalchemy.create_engine(settings.database_url))
+        # The classic "create tables at import": under preload this runs in the master.
+        Base.metadata.create_all(db.engine)
+    elif kind == "textbook":
+        engine = sqlalchemy.create_engine(
+            settings.database_url,
+            pool_pre_ping=True,
+            pool_recycle=int(settings.pool_recycle) or 1,
+        )
+        db = TextbookDatabase(engine)
+    else:
+        raise SystemExit(f"KIT_VARIANT={kind!r} is unknown: use naive or textbook")
+    db.init_app(app)
+    app.register_blueprint(bp)
+    return app
+
+
+app = create_variant_app(os.environ.get("KIT_VARIANT", "naive"))

@@ -1,0 +1,50 @@
+"""The incident, reproduced for real: the naive setup fails, the kit does not.
+
+Each scenario runs twice, side by side, against the same MariaDB (wait_timeout=2) under
+real Gunicorn (2 workers, preload_app): once with the incident's naive configuration,
+which must fail (so the test can fail), once with the kit, which must answer every request
+2xx within 2 s once the database is reachable, and 503 within 2 s while it is down.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import WAIT_TIMEOUT, AppFactory
+from tests.support.faults import StallProxy
+from tests.support.scenarios import SCENARIOS, FaultContext, run_scenario
+from tests.support.servers import LocalMariaDB
+
+pytestmark = pytest.mark.slow
+
+# "once the database answers again, no request takes longer than 2 s"
+SLOWEST_ALLOWED = 2.0
+
+
+def context(
+    scenario: str, variant: str, start_app: AppFactory, mariadb: LocalMariaDB, proxy: StallProxy
+) -> FaultContext:
+    port = proxy.port if scenario == "stall" else None
+    server = start_app(variant, port=port)
+    return FaultContext(mariadb, server.url, WAIT_TIMEOUT, proxy if port else None)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_kit_survives(
+    scenario: str, start_app: AppFactory, mariadb: LocalMariaDB, stall_proxy: StallProxy
+) -> None:
+    result = run_scenario(scenario, context(scenario, "kit", start_app, mariadb, stall_proxy))
+    assert result.after.statuses and result.after.failures == 0, result.after.statuses
+    assert result.after.slowest < SLOWEST_ALLOWED, result.after.durations
+    if scenario == "down":
+        assert result.during.statuses == [503] * len(result.during.statuses)
+        assert result.during.slowest < SLOWEST_ALLOWED, result.during.durations
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_naive_configuration_fails(
+    scenario: str, start_app: AppFactory, mariadb: LocalMariaDB, stall_proxy: StallProxy
+) -> None:
+    ctx = context(scenario, "naive", start_app, mariadb, stall_proxy)
+    result = run_scenario(scenario, ctx, give_up_after=1)
+    assert result.after.failures > 0, f"the naive setup survived {scenario}: {result.after}"
