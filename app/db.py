@@ -4,9 +4,10 @@ What it guarantees, and why each piece is here:
 
 * fork safety: Gunicorn's ``post_fork`` calls :meth:`Database.dispose_after_fork`, and a
   connection that still crosses a fork is dropped without touching the parent's socket;
-* stale-connection detection on checkout, cheapest check first: a connection idle past
-  ``pool_recycle`` is replaced outright; a socket the server closed (``wait_timeout``,
-  ``KILL``, restart) is seen by a zero-timeout ``poll()`` with no round trip; only a
+* stale-connection detection on checkout, cheapest check first: a connection older than
+  ``pool_recycle`` is replaced outright (SQLAlchemy's own recycle); a socket the server
+  closed (``wait_timeout``, ``KILL``, restart) is seen by a zero-timeout ``poll()`` with
+  no round trip; only a
   connection idle longer than ``ping_after_idle`` pays for a ping, and that ping gives up
   after ``ping_timeout`` so a vanished or stalled peer costs about a second, not TCP's
   15 minutes. Busy connections are never pinged, so the guard is free under load;
@@ -41,10 +42,9 @@ log = logging.getLogger(__name__)
 
 # Why a pooled connection was thrown away before a request could use it.
 CAUSE_FORK = "inherited_across_fork"
-CAUSE_IDLE = "idle_past_recycle"
 CAUSE_CLOSED = "closed_by_server"
 CAUSE_PING = "ping_failed"
-CAUSES = (CAUSE_FORK, CAUSE_IDLE, CAUSE_CLOSED, CAUSE_PING)
+CAUSES = (CAUSE_FORK, CAUSE_CLOSED, CAUSE_PING)
 
 _POLL_EVENTS = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
@@ -107,9 +107,9 @@ class ConnectionGuard:
             # the parent's next query would read our COM_QUIT ("Command Out of Sync").
             record.dbapi_connection = proxy.dbapi_connection = None
             self._replace(CAUSE_FORK)
-        idle = time.monotonic() - record.info.get("idle_since", time.monotonic())
-        if idle >= self.settings.pool_recycle:
-            self._replace(CAUSE_IDLE, f"idle {idle:.1f}s")
+        # Idle past pool_recycle never gets here: SQLAlchemy's recycle (by age, which is
+        # at least the idle time) already replaced it, without a round trip.
+        idle = time.monotonic() - record.info["idle_since"]
         if not socket_is_quiet(dbapi_connection):
             self._replace(CAUSE_CLOSED)
         if idle >= self.settings.ping_after_idle:

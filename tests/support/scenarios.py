@@ -104,7 +104,8 @@ def _restart(ctx: FaultContext) -> Iterator[None]:
 
 
 def _vanish(ctx: FaultContext) -> Iterator[None]:
-    with vanish(ctx.db.port) as gone:
+    # Through a proxy, the app's connections are the ones to the proxy's port.
+    with vanish(ctx.proxy.port if ctx.proxy else ctx.db.port) as gone:
         assert gone > 0, "no app connection to make vanish"
         time.sleep(QUIET_AFTER_FAULT)
         yield

@@ -1,0 +1,123 @@
+"""The engine guard against a real MariaDB: what it costs, and what it catches."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from app.db import CAUSE_CLOSED, CAUSE_PING, Database
+from app.settings import Settings
+from tests.support.faults import StallProxy
+from tests.support.servers import LocalMariaDB
+
+pytestmark = pytest.mark.slow
+
+
+def make_db(url: str, **env: str) -> tuple[Database, list[str]]:
+    replaced: list[str] = []
+    settings = Settings.from_env({"DATABASE_URL": url, "DB_IDLE_TIMEOUT": "60", **env})
+    return Database(settings, on_replace=replaced.append), replaced
+
+
+@pytest.fixture
+def db(mariadb: LocalMariaDB) -> Iterator[tuple[Database, list[str]]]:
+    database, replaced = make_db(mariadb.url)
+    yield database, replaced
+    database.engine.dispose()
+
+
+def thread_id(database: Database) -> int:
+    with database.engine.connect() as conn:
+        return int(conn.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+
+
+def test_busy_connections_are_never_pinged(db: tuple[Database, list[str]]) -> None:
+    database, replaced = db
+    first = thread_id(database)
+    for _ in range(200):
+        assert thread_id(database) == first
+    assert database.guard.pings == 0 and replaced == []
+
+
+def test_a_connection_idle_past_ping_after_idle_is_pinged_once(
+    db: tuple[Database, list[str]],
+) -> None:
+    database, replaced = db
+    first = thread_id(database)
+    time.sleep(database.settings.ping_after_idle + 0.2)
+    assert thread_id(database) == first
+    assert database.guard.pings == 1 and replaced == []
+
+
+def test_a_killed_connection_is_seen_without_a_round_trip(
+    db: tuple[Database, list[str]], mariadb: LocalMariaDB
+) -> None:
+    database, replaced = db
+    first = thread_id(database)
+    mariadb.execute(f"KILL {first}")
+    time.sleep(0.1)
+    assert thread_id(database) != first
+    assert replaced == [CAUSE_CLOSED] and database.guard.pings == 0
+
+
+def test_a_connection_idle_past_recycle_is_replaced_without_a_ping(mariadb: LocalMariaDB) -> None:
+    database, replaced = make_db(mariadb.url, DB_IDLE_TIMEOUT="2", DB_PING_AFTER_IDLE="5")
+    first = thread_id(database)
+    time.sleep(database.settings.pool_recycle + 0.1)
+    assert thread_id(database) != first
+    # SQLAlchemy's pool_recycle replaced it: no ping, and not counted as a dead connection.
+    assert replaced == [] and database.guard.pings == 0
+    database.engine.dispose()
+
+
+def test_a_stalled_peer_costs_one_ping_timeout(
+    stall_proxy: StallProxy, mariadb: LocalMariaDB
+) -> None:
+    url = mariadb.url.replace(f":{mariadb.port}/", f":{stall_proxy.port}/")
+    database, replaced = make_db(url)
+    thread_id(database)
+    stall_proxy.stall()
+    time.sleep(database.settings.ping_after_idle + 0.1)
+    started = time.monotonic()
+    thread_id(database)
+    took = time.monotonic() - started
+    assert replaced == [CAUSE_PING]
+    assert database.settings.ping_timeout <= took < database.settings.ping_timeout + 1
+    database.engine.dispose()
+
+
+def test_a_connection_inherited_across_fork_is_left_to_the_parent(
+    db: tuple[Database, list[str]],
+) -> None:
+    """Even without the post_fork dispose, a child never uses the parent's socket."""
+    database, _ = db
+    parent_thread = thread_id(database)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its connection id, never touch the parent's socket
+        try:
+            os.write(write, str(thread_id(database)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child_thread = int(os.read(read, 32))
+    os.waitpid(pid, 0)
+    assert child_thread != parent_thread
+    assert thread_id(database) == parent_thread  # the parent's connection still works
+
+
+def test_dispose_after_fork_leaves_the_parent_connections_open(
+    db: tuple[Database, list[str]],
+) -> None:
+    database, _ = db
+    parent_thread = thread_id(database)
+    pid = os.fork()
+    if pid == 0:
+        database.dispose_after_fork()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert thread_id(database) == parent_thread
