@@ -9,7 +9,8 @@ INVENTORY ?= ansible/inventories/local
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run stop migrate test lint unit bench deploy testhost testhost-down clean
+.PHONY: help venv run stop migrate test lint unit bench deploy testhost testhost-down clean \
+	collections ansible-lint
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -29,10 +30,11 @@ run: venv ## Start a throwaway MariaDB and the app on http://127.0.0.1:8000.
 stop: ## Stop exactly what `make run` started.
 	scripts/run-local stop
 
-lint: venv ## ruff and mypy.
+lint: venv ## ruff, mypy, ansible-lint and yamllint.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory ansible-lint
 
 unit: venv ## Fast tests only (no servers).
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
@@ -44,3 +46,31 @@ test: venv ## Everything: lint, unit, fault, deploy and bench-smoke tests, for r
 
 clean: stop ## Remove .run and caches (keeps .venv).
 	rm -rf $(RUN) .pytest_cache .mypy_cache .ruff_cache
+
+# The local inventory's host is a systemd-nspawn container (scripts/testhost) booted on
+# demand; any other INVENTORY is taken as real hosts.
+LOCAL_INVENTORY := ansible/inventories/local
+
+collections: venv ## Install the pinned Ansible collections into ansible/.collections.
+	$(BIN)/python scripts/install-collections
+
+deploy: collections ## Converge ansible/site.yml on INVENTORY (default: the local test host).
+ifeq ($(abspath $(INVENTORY)),$(abspath $(LOCAL_INVENTORY)))
+	scripts/install-system-deps test
+	scripts/testhost up
+endif
+	cd ansible && ../$(BIN)/ansible-playbook -i $(abspath $(INVENTORY)) site.yml
+ifeq ($(abspath $(INVENTORY)),$(abspath $(LOCAL_INVENTORY)))
+	@echo "deployed: try curl http://127.0.0.1:8080/ (make testhost-down removes the host)"
+endif
+
+testhost: ## Boot the local test host (Debian bookworm, systemd-nspawn, ssh on 127.0.0.1:2222).
+	scripts/install-system-deps test
+	scripts/testhost up
+
+testhost-down: ## Power off and delete the local test host.
+	scripts/testhost down
+
+ansible-lint: collections ## ansible-lint (production profile) and yamllint on ansible/.
+	cd ansible && ../$(BIN)/yamllint --strict .
+	cd ansible && ../$(BIN)/ansible-lint --profile production --offline
