@@ -1,0 +1,220 @@
+"""``kit``: the operator's commands for 500-after-idle incidents (see deploy/RUNBOOK.md).
+
+    kit doctor [--env-file F] [--gunicorn-config gunicorn.conf.py] [--json]
+    kit probe-idle [--env-file F] [--max-seconds N] [--parallel K] [--json]
+
+Both read the app's own settings (``app.settings``), from the environment or from the
+service's ``EnvironmentFile``, so they judge exactly what the app will run with.
+Exit codes: 0 all good, 1 a check failed (doctor) or the probe could not run,
+2 bad input (a setting, a flag or the env file), with one line saying what to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NoReturn
+
+from app.settings import Settings, SettingsError
+
+DEFAULT_ENV_FILE = "/etc/idle-proof/app.env"
+DEFAULT_NGINX_CONF = "/etc/nginx/idle-proof/server.conf"
+DEFAULT_SYSTEMD_UNIT = "/etc/systemd/system/idle-proof.service"
+
+
+class UsageError(Exception):
+    """Bad input: the message is one line that says what to change."""
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a systemd ``EnvironmentFile``: KEY=VALUE lines, # or ; comments, quotes."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(
+            f"--env-file {path}: {exc.strerror or exc}: pass the service's EnvironmentFile"
+        ) from None
+    env: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(f"{path}:{number}: expected KEY=VALUE, got {line[:40]!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key] = value
+    return env
+
+
+def load_environment(env_file: Path | None) -> dict[str, str]:
+    """The process environment, overlaid with the env file as systemd would do."""
+    env = dict(os.environ)
+    if env_file is not None:
+        env.update(read_env_file(env_file))
+    return env
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    try:
+        return Settings.from_env(env)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} must be from 1 to 64")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (not usage + error) and still exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="kit",
+        description="Diagnose and measure idle-connection problems between this app host "
+        "and its MariaDB/MySQL database. Runbook: deploy/RUNBOOK.md.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="FILE",
+        help="read DATABASE_URL and DB_* from this EnvironmentFile (on a deployed host: "
+        f"{DEFAULT_ENV_FILE}); default: the current environment",
+    )
+    common.add_argument("--json", action="store_true", help="print JSON for machines")
+
+    doctor = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check the server, the app's pool, Gunicorn, nginx and systemd agree",
+        description="One row per check with PASS/WARN/FAIL and the fix; exits 1 on any FAIL.",
+    )
+    doctor.add_argument(
+        "--gunicorn-config",
+        type=Path,
+        default=Path("gunicorn.conf.py"),
+        metavar="FILE",
+        help="Gunicorn config file to check (default: ./gunicorn.conf.py)",
+    )
+    doctor.add_argument(
+        "--nginx-conf",
+        type=Path,
+        default=Path(DEFAULT_NGINX_CONF),
+        metavar="FILE",
+        help=f"nginx include with the proxy timeouts, checked if present ({DEFAULT_NGINX_CONF})",
+    )
+    doctor.add_argument(
+        "--systemd-unit",
+        type=Path,
+        default=Path(DEFAULT_SYSTEMD_UNIT),
+        metavar="FILE",
+        help=f"the app's systemd unit, checked if present ({DEFAULT_SYSTEMD_UNIT})",
+    )
+
+    probe = sub.add_parser(
+        "probe-idle",
+        parents=[common],
+        help="measure the idle limit really in force between this host and the database",
+        description="Holds connections idle for lengths it bisects over, several in "
+        "parallel, and reports the longest idle that survives, what killed the longer "
+        "ones (the server: a fast error or EOF; the network: a silent drop) and a "
+        "DB_IDLE_TIMEOUT to set. Progress goes to stderr.",
+    )
+    probe.add_argument(
+        "--max-seconds",
+        type=_positive,
+        default=600.0,
+        metavar="N",
+        help="longest idle to try (default 600); the whole run takes at most about 2 x N",
+    )
+    probe.add_argument(
+        "--parallel",
+        type=_count,
+        default=4,
+        metavar="K",
+        help="connections idling at once, each for a different length (default 4)",
+    )
+    probe.add_argument(
+        "--probe-timeout",
+        type=_positive,
+        default=None,
+        metavar="S",
+        help="a probe query unanswered this long counts as a silent drop "
+        "(default: DB_PING_TIMEOUT, at least 2)",
+    )
+    probe.add_argument(
+        "--resolution",
+        type=_positive,
+        default=None,
+        metavar="S",
+        help="stop once the limit is known this closely (default: 1 s or 5 %% of it)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        env = load_environment(args.env_file)
+        settings = load_settings(env)
+        if args.command == "doctor":
+            from kit import doctor
+
+            return doctor.run(
+                settings,
+                env,
+                gunicorn_config=args.gunicorn_config,
+                nginx_conf=args.nginx_conf,
+                systemd_unit=args.systemd_unit,
+                as_json=args.json,
+            )
+        from kit import probe
+
+        return probe.run(
+            settings,
+            max_seconds=args.max_seconds,
+            parallel=args.parallel,
+            probe_timeout=args.probe_timeout,
+            resolution=args.resolution,
+            as_json=args.json,
+        )
+    except UsageError as exc:
+        print(f"kit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
