@@ -6,9 +6,12 @@
 # from the environment (GUNICORN_<NAME>); database settings are read by app.settings
 # from the same environment, so one EnvironmentFile configures both.
 
+import glob
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 from typing import Any
 
 
@@ -127,11 +130,32 @@ loglevel = _env("LOGLEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 #
+# Metrics
+#
+#   PROMETHEUS_MULTIPROC_DIR - Where each worker writes its /metrics counters, so the
+#                              worker answering a scrape reports the sum over all of
+#                              them (prometheus_client's multiprocess mode). Set it in
+#                              the EnvironmentFile to choose the place; its *.db files
+#                              are wiped when the master starts. Unset, this master uses
+#                              a directory of its own in $TMPDIR (private to the service
+#                              under systemd's PrivateTmp), removed when it exits. It must
+#                              be set here, before preload_app imports the app.
+#
+
+_default_metrics_dir = os.path.join(tempfile.gettempdir(), f"idle-proof-metrics-{os.getpid()}")
+metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _default_metrics_dir)
+
+#
 # Server hooks
 #
 #   when_ready - Called in the master once the listening socket is ready.
 #
 #   post_fork - Called in each worker right after the fork, before it serves.
+#
+#   child_exit - Called in the master when a worker exits: prometheus_client's
+#                bookkeeping for a dead process (its counters stay in the sum).
+#
+#   on_exit - Called in the master just before it exits.
 #
 
 
@@ -171,3 +195,19 @@ def on_starting(server: Any) -> None:
     # Python's logging goes to Gunicorn's error log, so the app's "replacing pooled
     # connection" lines land in the journal beside Gunicorn's.
     logging.basicConfig(level=loglevel.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # A previous master's counts would otherwise be added to this one's. Only *.db
+    # files: the directory is the operator's choice and may hold other things.
+    os.makedirs(metrics_dir, mode=0o700, exist_ok=True)
+    for path in glob.glob(os.path.join(metrics_dir, "*.db")):
+        os.remove(path)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[no-untyped-call]
+
+
+def on_exit(server: Any) -> None:
+    if metrics_dir == _default_metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -11,6 +11,7 @@ from sqlalchemy.exc import InterfaceError, InvalidRequestError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from app import metrics
 from app.db import Database
 from app.settings import Settings
 
@@ -25,7 +26,9 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     settings = settings or Settings.from_env(environ)
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    Database(settings).init_app(app)
+    db = Database(settings, on_replace=metrics.connection_replaced, on_ping=metrics.count_ping)
+    metrics.instrument(db.engine)
+    db.init_app(app)
 
     from app.views import bp
 
@@ -39,6 +42,7 @@ def register_error_handlers(app: Flask) -> None:
 
     def database_unavailable(exc: Exception) -> ResponseReturnValue:
         log.warning("database unavailable: %s", str(exc).splitlines()[0])
+        metrics.count_unavailable(exc)
         body = jsonify(error="database_unavailable", message="the database is not reachable")
         return body, 503, {"Retry-After": str(RETRY_AFTER)}
 

@@ -81,9 +81,15 @@ def socket_timeouts(dbapi_connection: Any, seconds: float) -> Iterator[None]:
 class ConnectionGuard:
     """Pool event handlers that keep dead connections away from requests."""
 
-    def __init__(self, settings: Settings, on_replace: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        on_replace: Callable[[str], None] | None = None,
+        on_ping: Callable[[], None] | None = None,
+    ):
         self.settings = settings
         self.on_replace = on_replace or (lambda cause: None)
+        self.on_ping = on_ping or (lambda: None)
         self.pings = 0
 
     def attach(self, engine: Engine) -> None:
@@ -114,6 +120,7 @@ class ConnectionGuard:
             self._replace(CAUSE_CLOSED)
         if idle >= self.settings.ping_after_idle:
             self.pings += 1
+            self.on_ping()
             try:
                 with socket_timeouts(dbapi_connection, self.settings.ping_timeout):
                     dbapi_connection.ping(reconnect=False)
@@ -150,9 +157,14 @@ def create_engine(settings: Settings, guard: ConnectionGuard | None = None) -> E
 class Database:
     """Owns the engine and the request-scoped session of one Flask app."""
 
-    def __init__(self, settings: Settings, on_replace: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        on_replace: Callable[[str], None] | None = None,
+        on_ping: Callable[[], None] | None = None,
+    ):
         self.settings = settings
-        self.guard = ConnectionGuard(settings, on_replace)
+        self.guard = ConnectionGuard(settings, on_replace, on_ping)
         self.engine = create_engine(settings, self.guard)
         self.session: scoped_session[Session] = scoped_session(
             sessionmaker(bind=self.engine, expire_on_commit=False)

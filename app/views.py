@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select, text
 
+from app import metrics
 from app.db import get_db
 from app.models import NOTE_MAX_LENGTH, Note
 
@@ -26,6 +27,13 @@ def readyz() -> ResponseReturnValue:
     with get_db(current_app).quick_connection() as conn:
         conn.execute(text("SELECT 1"))
     return jsonify(status="ready")
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> ResponseReturnValue:
+    """Pool counters summed over every Gunicorn worker; no database round trip."""
+    body, content_type = metrics.render()
+    return body, 200, {"Content-Type": content_type}
 
 
 @bp.get("/")

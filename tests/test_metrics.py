@@ -1,0 +1,131 @@
+"""``/metrics`` under real Gunicorn (2 workers, preload) against the real MariaDB."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import create_app
+from app.db import CAUSES
+from tests.conftest import AppFactory
+from tests.support.scenarios import hit
+from tests.support.servers import LocalMariaDB
+
+pytestmark = pytest.mark.slow
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample on /metrics, keyed by name and sorted labels."""
+    response = requests.get(f"{url}/metrics", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def replaced(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], cause: str) -> float:
+    return samples.get(("idleproof_db_connections_replaced_total", (("cause", cause),)), 0.0)
+
+
+def app_connections(db: LocalMariaDB) -> int:
+    rows = db.execute(
+        f"SELECT COUNT(*) FROM information_schema.processlist WHERE user = '{db.user}'"
+    )
+    return int(str(rows[0][0]))
+
+
+def warm_both_workers(url: str, db: LocalMariaDB) -> None:
+    """Concurrent requests until each of the 2 sync workers holds a pooled connection.
+
+    A sync worker serves one request at a time, so its pool holds one connection: two app
+    connections on the server means both workers have one.
+    """
+    deadline = time.monotonic() + 10
+    with ThreadPoolExecutor(8) as pool:
+        while app_connections(db) < 2:
+            assert time.monotonic() < deadline, "only one worker ever served a request"
+            list(pool.map(lambda _: requests.get(f"{url}/", timeout=5), range(16)))
+
+
+def test_replaced_connections_are_summed_across_workers(
+    start_app: AppFactory, mariadb: LocalMariaDB, tmp_path: Path
+) -> None:
+    metrics_dir = tmp_path / "metrics"
+    server = start_app(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    before = scrape(server.url)
+    warm_both_workers(server.url, mariadb)
+
+    killed = mariadb.kill_app_connections()
+    assert killed == 2  # one per worker
+    # Concurrent bursts, so both workers serve (sequential requests may all land on one).
+    closed = 0.0
+    statuses: list[int] = []
+    deadline = time.monotonic() + 10
+    with ThreadPoolExecutor(8) as pool:
+        while closed < killed and time.monotonic() < deadline:
+            statuses += pool.map(
+                lambda _: requests.get(f"{server.url}/", timeout=5).status_code, range(16)
+            )
+            closed = replaced(scrape(server.url), "closed_by_server") - replaced(
+                before, "closed_by_server"
+            )
+    assert set(statuses) == {200}, statuses
+
+    # Each worker replaced its killed connection; whichever worker answers reports the sum.
+    scrapes = [scrape(server.url) for _ in range(6)]
+    totals = {
+        replaced(s, "closed_by_server") - replaced(before, "closed_by_server") for s in scrapes
+    }
+    assert totals == {float(killed)}, totals
+    # Files from both workers (plus, possibly, the master's) make up that sum.
+    assert len(list(metrics_dir.glob("counter_*.db"))) >= 2
+    after = scrapes[-1]
+    checkouts = after[("idleproof_db_checkouts_total", ())]
+    assert checkouts >= len(statuses) + 16, checkouts  # the bursts and a warm-up round
+    assert after[("idleproof_db_connects_total", ())] >= 2 + killed  # first ones + replacements
+    for cause in CAUSES:
+        assert ("idleproof_db_connections_replaced_total", (("cause", cause),)) in after
+
+
+def test_503s_and_pings_are_counted_and_the_default_directory_is_private(
+    start_app: AppFactory, mariadb: LocalMariaDB
+) -> None:
+    # PROMETHEUS_MULTIPROC_DIR unset: gunicorn.conf.py gives this master a directory.
+    server = start_app(DB_PING_AFTER_IDLE="0")
+    assert server.proc is not None
+    default_dir = Path(f"/tmp/idle-proof-metrics-{server.proc.pid}")
+    assert default_dir.is_dir()
+    ok = hit(server.url, 6)
+    assert ok.failures == 0
+    assert scrape(server.url)[("idleproof_db_pings_total", ())] >= 6
+
+    mariadb.stop()
+    try:
+        down = [requests.get(f"{server.url}/", timeout=5).status_code for _ in range(3)]
+    finally:
+        mariadb.start_server()
+    assert down == [503, 503, 503]
+    samples = scrape(server.url)
+    served = sum(
+        v for (name, _), v in samples.items() if name == "idleproof_http_503_responses_total"
+    )
+    assert served == 3
+    server.stop()
+    assert not default_dir.exists()  # removed by on_exit
+
+
+def test_single_process_without_a_multiprocess_directory(mariadb: LocalMariaDB) -> None:
+    """Outside Gunicorn (no PROMETHEUS_MULTIPROC_DIR), /metrics shows this process's counts."""
+    app = create_app(environ={"DATABASE_URL": mariadb.url, "DB_IDLE_TIMEOUT": "2"})
+    client = app.test_client()
+    assert client.get("/").status_code == 200
+    body = client.get("/metrics").get_data(as_text=True)
+    assert "idleproof_db_checkouts_total" in body
