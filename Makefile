@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 RUN := .run
 INVENTORY ?= ansible/inventories/local
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run stop migrate test lint unit bench deploy testhost testhost-down clean \
@@ -43,6 +44,10 @@ test: venv ## Everything: lint, unit, fault, deploy and bench-smoke tests, for r
 	scripts/install-system-deps test
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: venv ## Bare engine vs textbook vs the kit: bench/results/, README table (BENCH_ARGS=--help).
+	scripts/install-system-deps test
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean: stop ## Remove .run and caches (keeps .venv).
 	rm -rf $(RUN) .pytest_cache .mypy_cache .ruff_cache

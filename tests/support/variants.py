@@ -6,6 +6,15 @@
   and no ``post_fork`` dispose. Flask's default error page: failures are 500s.
 * ``textbook``: SQLAlchemy's documented answer: ``pool_pre_ping=True``, ``pool_recycle``
   below the idle timeout, session removed on teardown, engine disposed after fork.
+* ``bare``: the benchmark's speed limit: the naive engine and session (no pre-ping, no
+  recycle, no teardown), minus the two things that make ``naive`` fail under load by
+  itself: no master connection at import, and the engine disposed after fork (two workers
+  sharing one socket answer 500s under concurrent load, which is no speed limit).
+* ``kit-noremove``: the kit exactly (``create_app()``), minus the teardown that removes
+  the session. Not a setting to run: the benchmark uses it to price the per-request
+  session removal on its own (the session then keeps its connection across requests).
+* ``kit-onerollback``: the kit with the change the benchmark proposes (one ``ROLLBACK``
+  per request instead of two); see :func:`create_kit_single_rollback`.
 
 Served by the kit's ``gunicorn.conf.py`` unchanged (same workers, timeouts, preload):
 ``KIT_VARIANT=naive gunicorn -c gunicorn.conf.py tests.support.variants:app``.
@@ -43,6 +52,11 @@ class NaiveDatabase:
             yield conn
 
 
+class BareDatabase(NaiveDatabase):
+    def dispose_after_fork(self) -> None:
+        self.engine.dispose(close=False)
+
+
 class TextbookDatabase(NaiveDatabase):
     def init_app(self, app: Flask) -> None:
         super().init_app(app)
@@ -52,7 +66,31 @@ class TextbookDatabase(NaiveDatabase):
         self.engine.dispose(close=False)
 
 
+def create_kit_without_removal() -> Flask:
+    from app import create_app
+    from app.db import get_db
+
+    app = create_app()
+    app.teardown_appcontext_funcs.remove(get_db(app).remove_session)
+    return app
+
+
+def create_kit_single_rollback() -> Flask:
+    """The kit plus the change the benchmark proposes (see ``tests.support.onerollback``)."""
+    from app import create_app
+    from app.db import get_db
+    from tests.support.onerollback import skip_redundant_reset
+
+    app = create_app()
+    skip_redundant_reset(get_db(app).engine)
+    return app
+
+
 def create_variant_app(kind: str) -> Flask:
+    if kind == "kit-noremove":
+        return create_kit_without_removal()
+    if kind == "kit-onerollback":
+        return create_kit_single_rollback()
     settings = Settings.from_env()
     app = Flask(__name__)
     db: NaiveDatabase
@@ -60,6 +98,8 @@ def create_variant_app(kind: str) -> Flask:
         db = NaiveDatabase(sqlalchemy.create_engine(settings.database_url))
         # The classic "create tables at import": under preload this runs in the master.
         Base.metadata.create_all(db.engine)
+    elif kind == "bare":
+        db = BareDatabase(sqlalchemy.create_engine(settings.database_url))
     elif kind == "textbook":
         engine = sqlalchemy.create_engine(
             settings.database_url,
@@ -68,7 +108,10 @@ def create_variant_app(kind: str) -> Flask:
         )
         db = TextbookDatabase(engine)
     else:
-        raise SystemExit(f"KIT_VARIANT={kind!r} is unknown: use naive or textbook")
+        raise SystemExit(
+            f"KIT_VARIANT={kind!r} is unknown: "
+            "use naive, bare, textbook, kit-noremove or kit-onerollback"
+        )
     db.init_app(app)
     app.register_blueprint(bp)
     return app

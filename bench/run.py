@@ -1,0 +1,688 @@
+"""``make bench``: what the kit's resilience costs and what it saves, measured side by side.
+
+One MariaDB on loopback, every configuration under the same ``gunicorn.conf.py`` with the
+same worker count, loaded by the same ``wrk`` command:
+
+* ``bare``: default ``create_engine``, no pre-ping, no recycle, no teardown (the speed limit;
+  ``tests.support.variants`` ``naive``);
+* ``textbook``: ``pool_pre_ping=True``, ``pool_recycle``, teardown remove, dispose after fork;
+* ``kit``: ``app.wsgi:app`` unchanged;
+* ``kit-noremove``: the kit minus the teardown that removes the session, to price the
+  per-request session removal on its own (with an in-process microbenchmark beside it);
+* ``kit-onerollback``: the kit with the proposed fix: one ``ROLLBACK`` per request, not two.
+
+Throughput rounds are interleaved (every configuration once per round, the order rotated
+each round) so machine drift hits all alike; figures are medians of the rounds and ratios
+are taken against ``bare`` from the same run. Then the fault matrix (``run_scenario`` from
+the fault tests) per configuration, and optionally ``make deploy`` timings.
+
+    .venv/bin/python -m bench.run [--rounds 5] [--duration 5] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tests.support.faults import StallProxy
+from tests.support.scenarios import SCENARIOS, FaultContext, run_scenario
+from tests.support.servers import ROOT, GunicornServer, LocalMariaDB, migrate, start_mariadb
+
+BENCH = Path(__file__).resolve().parent
+WRK_SCRIPT = BENCH / "wrk.lua"
+README = ROOT / "README.md"
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+# name -> (WSGI app, extra environment)
+CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
+    "bare": ("tests.support.variants:app", {"KIT_VARIANT": "bare"}),
+    "textbook": ("tests.support.variants:app", {"KIT_VARIANT": "textbook"}),
+    "kit": ("app.wsgi:app", {}),
+    "kit-noremove": ("tests.support.variants:app", {"KIT_VARIANT": "kit-noremove"}),
+    "kit-onerollback": ("tests.support.variants:app", {"KIT_VARIANT": "kit-onerollback"}),
+}
+FAULT_CONFIGS = ("bare", "textbook", "kit")
+ENDPOINTS = {"GET /": ("/", "get"), "POST /notes": ("/notes", "post")}
+# Throughput: a server that never drops a connection mid-run (the benchmark's own
+# idle gaps between a configuration's turns stay far below it).
+THROUGHPUT_WAIT_TIMEOUT = 600
+# Faults: the fault tests' server (a quiet night that fits in seconds).
+FAULT_WAIT_TIMEOUT = 2
+TARGET_RATIO = 0.98
+MICRO_SLICES = 10
+
+
+class Progress:
+    def __init__(self, total: int):
+        self.total, self.step, self.started = total, 0, time.monotonic()
+
+    def __call__(self, message: str, count: bool = True) -> None:
+        if count:
+            self.step += 1
+        elapsed = time.monotonic() - self.started
+        label = f"{self.step}/{self.total}" if self.total else str(self.step)
+        print(f"[bench {label} {elapsed:5.0f}s] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- load
+
+
+@dataclass
+class WrkRun:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non2xx: int
+    socket_errors: int
+
+
+def run_wrk(url: str, mode: str, args: argparse.Namespace) -> WrkRun:
+    cmd = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+        "--",
+        mode,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"^BENCH_JSON (.*)$", out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk printed no result: {out[-500:]}")
+    raw = json.loads(match.group(1))
+    return WrkRun(
+        rps=raw["requests"] / (raw["duration_us"] / 1e6),
+        p50_ms=raw["p50_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        requests=raw["requests"],
+        non2xx=raw["non2xx"],
+        socket_errors=raw["socket_errors"],
+    )
+
+
+def app_env(
+    db: LocalMariaDB, config: str, wait_timeout: int, port: int | None = None
+) -> dict[str, str]:
+    url = db.url.replace(f":{db.port}/", f":{port or db.port}/")
+    return {"DATABASE_URL": url, "DB_IDLE_TIMEOUT": str(wait_timeout), **CONFIGS[config][1]}
+
+
+def start_app(
+    db: LocalMariaDB,
+    config: str,
+    raw: Path,
+    workers: int,
+    wait_timeout: int,
+    port: int | None = None,
+) -> GunicornServer:
+    env = app_env(db, config, wait_timeout, port)
+    log = raw / f"gunicorn-{config}.log"
+    return GunicornServer(env, log, app=CONFIGS[config][0], workers=workers).start()
+
+
+def throughput(
+    db: LocalMariaDB, configs: list[str], args: argparse.Namespace, raw: Path, progress: Progress
+) -> dict[str, dict[str, list[WrkRun]]]:
+    runs: dict[str, dict[str, list[WrkRun]]] = {c: {e: [] for e in ENDPOINTS} for c in configs}
+    servers = {c: start_app(db, c, raw, args.workers, THROUGHPUT_WAIT_TIMEOUT) for c in configs}
+    progress(f"started {', '.join(configs)} ({args.workers} workers each)", count=False)
+    try:
+        for server in servers.values():  # warm-up, not recorded: pools, caches, JIT-free
+            for path, mode in ENDPOINTS.values():
+                run_wrk(
+                    server.url + path, mode, argparse.Namespace(**{**vars(args), "duration": 1})
+                )
+        for r in range(args.rounds):
+            order = configs[r % len(configs) :] + configs[: r % len(configs)]
+            for config in order:
+                for endpoint, (path, mode) in ENDPOINTS.items():
+                    run = run_wrk(servers[config].url + path, mode, args)
+                    runs[config][endpoint].append(run)
+                    bad = f", {run.non2xx} non-2xx" if run.non2xx or run.socket_errors else ""
+                    progress(
+                        f"round {r + 1}/{args.rounds} {config:<12} {endpoint:<11} "
+                        f"{run.rps:7.0f} req/s p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms{bad}"
+                    )
+    finally:
+        for server in servers.values():
+            server.stop()
+    return runs
+
+
+def summarize(runs: dict[str, dict[str, list[WrkRun]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for config, endpoints in runs.items():
+        out[config] = {}
+        for endpoint, rs in endpoints.items():
+            out[config][endpoint] = {
+                "rps_median": statistics.median(r.rps for r in rs),
+                "rps_rounds": [round(r.rps, 1) for r in rs],
+                "p50_ms": statistics.median(r.p50_ms for r in rs),
+                "p99_ms": statistics.median(r.p99_ms for r in rs),
+                "requests": sum(r.requests for r in rs),
+                "non2xx": sum(r.non2xx for r in rs),
+                "socket_errors": sum(r.socket_errors for r in rs),
+            }
+    if "bare" in out:
+        for endpoints in out.values():
+            for endpoint, s in endpoints.items():
+                base = out["bare"][endpoint]
+                s["ratio_vs_bare"] = s["rps_median"] / base["rps_median"]
+                paired = [a / b for a, b in zip(s["rps_rounds"], base["rps_rounds"], strict=True)]
+                s["ratio_vs_bare_paired_median"] = statistics.median(paired)
+    return out
+
+
+# ------------------------------------------------------------- session removal cost
+
+
+def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
+    """Microseconds per GET /-like query, with and without removing the session after it.
+
+    Runs in this process against the same server, interleaved in slices (median per case):
+    the kit's ``Database`` (from ``create_app()``) keeping its session (as ``bare`` does),
+    removing it (as the kit does at teardown), removing it with the proposed
+    single-``ROLLBACK`` reset, and a plain engine removing it (the guard's share); plus
+    PyMySQL's bare ``ROLLBACK`` round trip. Also counts the statements each sends per
+    request.
+    """
+    import pymysql
+    import sqlalchemy
+    from pymysql.connections import Connection
+    from sqlalchemy import select
+    from sqlalchemy.orm import scoped_session, sessionmaker
+
+    from app import create_app
+    from app.db import get_db
+    from app.models import Note
+    from app.settings import Settings
+    from tests.support.onerollback import skip_redundant_reset
+
+    settings = Settings.from_env(
+        {"DATABASE_URL": db.url, "DB_IDLE_TIMEOUT": str(THROUGHPUT_WAIT_TIMEOUT)}
+    )
+    query = select(Note).order_by(Note.id.desc()).limit(20)
+    # The kit exactly as create_app() wires it (guard, metrics), twice: as is and fixed.
+    kit, fixed = get_db(create_app(settings)), get_db(create_app(settings))
+    skip_redundant_reset(fixed.engine)
+    plain = scoped_session(sessionmaker(bind=sqlalchemy.create_engine(db.url)))
+
+    def per_call(fn: Any, n: int) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - started) / n * 1e6
+
+    def kit_keep() -> None:
+        kit.session.scalars(query).all()
+
+    def kit_remove() -> None:
+        kit.session.scalars(query).all()
+        kit.remove_session()
+
+    def fixed_remove() -> None:
+        fixed.session.scalars(query).all()
+        fixed.remove_session()
+
+    def plain_remove() -> None:
+        plain.scalars(query).all()
+        plain.remove()
+
+    raw = pymysql.connect(host="127.0.0.1", port=db.port, user=db.user, password=db.password)
+    cases = {
+        "query_session_kept_us": kit_keep,
+        "query_then_remove_kit_us": kit_remove,
+        "query_then_remove_one_rollback_us": fixed_remove,
+        "query_then_remove_plain_engine_us": plain_remove,
+        "rollback_round_trip_us": raw.rollback,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    statements: dict[str, list[str]] = {}
+    original = getattr(Connection, "_execute_command")  # noqa: B009
+    try:
+        for fn in cases.values():
+            per_call(fn, 50)  # warm-up
+        sent: list[str] = []
+
+        def counting(self: Connection, command: int, sql: Any) -> Any:
+            sent.append((sql if isinstance(sql, str) else sql.decode()).split(" ", 1)[0])
+            return original(self, command, sql)
+
+        setattr(Connection, "_execute_command", counting)  # noqa: B010
+        for name in (
+            "query_session_kept_us",
+            "query_then_remove_kit_us",
+            "query_then_remove_one_rollback_us",
+        ):
+            sent.clear()
+            cases[name]()
+            statements[name.removesuffix("_us")] = list(sent)
+        setattr(Connection, "_execute_command", original)  # noqa: B010
+        # Interleaved slices, median per case: a busy neighbour hits every case alike.
+        for _ in range(MICRO_SLICES):
+            for name, fn in cases.items():
+                samples[name].append(per_call(fn, max(1, iterations // MICRO_SLICES)))
+    finally:
+        setattr(Connection, "_execute_command", original)  # noqa: B010
+        raw.close()
+        for database in (kit, fixed):
+            database.session.remove()
+            database.engine.dispose()
+        plain.remove()
+    result: dict[str, Any] = {name: statistics.median(v) for name, v in samples.items()}
+    result["iterations"] = iterations
+    result["statements_per_request"] = statements
+    result["removal_cost_kit_us"] = (
+        result["query_then_remove_kit_us"] - result["query_session_kept_us"]
+    )
+    result["removal_cost_one_rollback_us"] = (
+        result["query_then_remove_one_rollback_us"] - result["query_session_kept_us"]
+    )
+    result["guard_cost_us"] = (
+        result["query_then_remove_kit_us"] - result["query_then_remove_plain_engine_us"]
+    )
+    return result
+
+
+# ---------------------------------------------------------------------- fault matrix
+
+
+def fault_matrix(
+    db: LocalMariaDB,
+    configs: list[str],
+    scenarios: list[str],
+    args: argparse.Namespace,
+    raw: Path,
+    progress: Progress,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    matrix: dict[str, dict[str, dict[str, Any]]] = {}
+    for config in configs:
+        matrix[config] = {}
+        for scenario in scenarios:
+            proxy = StallProxy(db.port) if scenario == "stall" else None
+            server = start_app(
+                db, config, raw, args.workers, FAULT_WAIT_TIMEOUT, proxy.port if proxy else None
+            )
+            try:
+                ctx = FaultContext(db, server.url, FAULT_WAIT_TIMEOUT, proxy)
+                result = run_scenario(scenario, ctx, requests_after=args.fault_requests)
+            finally:
+                server.stop()
+                if proxy:
+                    proxy.close()
+            row = {
+                "requests": len(result.after.statuses),
+                "non2xx": result.after.failures,
+                "slowest_s": round(result.after.slowest, 3),
+                "statuses": [str(s) for s in result.after.statuses],
+            }
+            if result.during.statuses:
+                row["during_statuses"] = [str(s) for s in result.during.statuses]
+                row["during_slowest_s"] = round(result.during.slowest, 3)
+            matrix[config][scenario] = row
+            progress(
+                f"faults {config:<9} {scenario:<8} {row['non2xx']}/{row['requests']} non-2xx, "
+                f"slowest {row['slowest_s']:.2f} s"
+            )
+    return matrix
+
+
+# ------------------------------------------------------------------------- deploy
+
+
+def time_deploy(progress: Progress) -> dict[str, Any]:
+    """``make deploy`` onto a fresh test host, then again (idempotent), then remove it."""
+
+    def make(target: str) -> tuple[float, str]:
+        started = time.monotonic()
+        proc = subprocess.run(
+            ["make", "--no-print-directory", target], cwd=ROOT, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"make {target} failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+        return time.monotonic() - started, proc.stdout
+
+    def changed(output: str) -> int:
+        return sum(int(n) for n in re.findall(r"changed=(\d+)", output))
+
+    make("testhost-down")
+    try:
+        first, out1 = make("deploy")
+        progress(f"make deploy onto a fresh test host: {first:.0f} s")
+        second, out2 = make("deploy")
+        progress(f"make deploy again: {second:.0f} s, changed={changed(out2)}")
+    finally:
+        make("testhost-down")
+    return {
+        "fresh_s": round(first, 1),
+        "rerun_s": round(second, 1),
+        "fresh_changed": changed(out1),
+        "rerun_changed": changed(out2),
+    }
+
+
+# --------------------------------------------------------------------- environment
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release()}
+
+
+def versions() -> dict[str, str]:
+    out = {"Python": platform.python_version()}
+    for dist in ("SQLAlchemy", "PyMySQL", "gunicorn", "Flask"):
+        out[dist] = metadata.version(dist)
+    mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+    text = subprocess.run([mariadbd, "--version"], capture_output=True, text=True).stdout
+    match = re.search(r"Ver\s+(\S+)", text)
+    out["MariaDB"] = match.group(1) if match else text.strip()
+    text = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    match = re.search(r"wrk (\S+)", text)
+    out["wrk"] = match.group(1) if match else "unknown"
+    return out
+
+
+# ------------------------------------------------------------------------- report
+
+
+def markdown(results: dict[str, Any]) -> str:
+    s = results["settings"]
+    tp = results["throughput"]
+    lines = [
+        f"Measured {results['date']} in one run: {s['rounds']} interleaved rounds of "
+        f"{s['duration']} s per configuration and endpoint, `wrk -t{s['threads']} "
+        f"-c{s['connections']}`, Gunicorn with {s['workers']} sync workers each, one MariaDB, "
+        "all on loopback. Requests per second and latencies are medians of the rounds; "
+        "x bare is the ratio of medians.",
+        "",
+        "| configuration | GET / req/s | x bare | p50 ms | p99 ms "
+        "| POST /notes req/s | x bare | p50 ms | p99 ms |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for config, endpoints in tp.items():
+        cells = [config]
+        for endpoint in ENDPOINTS:
+            e = endpoints[endpoint]
+            ratio = e.get("ratio_vs_bare")
+            cells += [
+                f"{e['rps_median']:.0f}",
+                f"{ratio:.3f}" if ratio is not None else "",
+                f"{e['p50_ms']:.2f}",
+                f"{e['p99_ms']:.2f}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    errors = {
+        c: sum(e["non2xx"] + e["socket_errors"] for e in eps.values()) for c, eps in tp.items()
+    }
+    lines += [
+        "",
+        "Non-2xx or socket errors under load: "
+        + ", ".join(f"{c} {n}" for c, n in errors.items())
+        + ".",
+    ]
+    if "kit" in tp and "bare" in tp:
+        ratio = tp["kit"]["GET /"]["ratio_vs_bare"]
+        verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+        lines += [
+            "",
+            f"**Target:** kit GET / ≥ {TARGET_RATIO} x bare: measured {ratio:.3f} "
+            f"(paired per-round median {tp['kit']['GET /']['ratio_vs_bare_paired_median']:.3f})"
+            f", {verdict} it.",
+        ]
+    rm = results.get("removal")
+    if rm:
+        lines += ["", "**Per-request session removal** (`session.remove()` at teardown):"]
+        if "kit-noremove" in tp and "kit" in tp:
+            w = s["workers"]
+            kit_rps = tp["kit"]["GET /"]["rps_median"]
+            keep_rps = tp["kit-noremove"]["GET /"]["rps_median"]
+            cost = w * (1 / kit_rps - 1 / keep_rps) * 1e6
+            lines.append(
+                f"- under load: kit {kit_rps:.0f} vs kit without removal {keep_rps:.0f} req/s "
+                f"on GET / ({kit_rps / keep_rps:.3f}x), ≈ {cost:.0f} µs of worker time per request;"
+            )
+        lines.append(
+            f"- in process ({rm['iterations']:.0f} calls each): the GET / query "
+            f"{rm['query_session_kept_us']:.0f} µs with the session kept, "
+            f"{rm['query_then_remove_kit_us']:.0f} µs with removal (kit engine), "
+            f"{rm['query_then_remove_plain_engine_us']:.0f} µs with removal on a plain engine; "
+            f"removal costs {rm['removal_cost_kit_us']:.0f} µs, of which the guard's checkout "
+            f"check {rm['guard_cost_us']:.0f} µs; a bare `ROLLBACK` round trip costs "
+            f"{rm['rollback_round_trip_us']:.0f} µs and removal sends two "
+            f"({', '.join(rm['statements_per_request']['query_then_remove_kit'])}); with the "
+            f"proposed single `ROLLBACK` removal costs {rm['removal_cost_one_rollback_us']:.0f} µs."
+        )
+    faults = results.get("faults")
+    if faults:
+        configs = list(faults)
+        scenarios = list(next(iter(faults.values())))
+        lines += [
+            "",
+            "Fault matrix (`tests/support/scenarios.py`, MariaDB `wait_timeout=2`): non-2xx "
+            "of the requests sent once the database is reachable again, and the slowest one.",
+            "",
+            "| scenario | " + " | ".join(configs) + " |",
+            "|---|" + "---|" * len(configs),
+        ]
+        for scenario in scenarios:
+            cells = []
+            for config in configs:
+                row = faults[config][scenario]
+                cells.append(f"{row['non2xx']}/{row['requests']}, {row['slowest_s']:.2f} s")
+            lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+        down = {c: faults[c]["down"] for c in configs if "down" in faults[c]}
+        if down:
+            lines += [
+                "",
+                "While the database is down: "
+                + "; ".join(
+                    f"{c} answered {', '.join(sorted(set(r['during_statuses'])))} "
+                    f"(slowest {r['during_slowest_s']:.2f} s)"
+                    for c, r in down.items()
+                )
+                + ".",
+            ]
+    d = results.get("deploy")
+    lines.append("")
+    if d:
+        lines.append(
+            f"`make deploy` onto a fresh test host: {d['fresh_s']:.0f} s; idempotent re-run: "
+            f"{d['rerun_s']:.0f} s (changed={d['rerun_changed']})."
+        )
+    else:
+        lines.append("`make deploy` timing: not measured in this run (`--deploy` not given).")
+    m, v = results["machine"], results["versions"]
+    lines += [
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}. "
+        + "Versions: "
+        + ", ".join(f"{k} {val}" for k, val in v.items())
+        + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tp = results["throughput"]
+    configs = list(tp)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.38
+    for i, endpoint in enumerate(ENDPOINTS):
+        xs = [x + (i - 0.5) * width for x in range(len(configs))]
+        med = [tp[c][endpoint]["rps_median"] for c in configs]
+        lo = [
+            max(0.0, m - min(tp[c][endpoint]["rps_rounds"]))
+            for m, c in zip(med, configs, strict=True)
+        ]
+        hi = [
+            max(0.0, max(tp[c][endpoint]["rps_rounds"]) - m)
+            for m, c in zip(med, configs, strict=True)
+        ]
+        bars = axes[0].bar(xs, med, width, yerr=[lo, hi], capsize=3, label=endpoint)
+        axes[0].bar_label(bars, fmt="%.0f", fontsize=8, padding=2)
+        p50 = [tp[c][endpoint]["p50_ms"] for c in configs]
+        p99 = [tp[c][endpoint]["p99_ms"] for c in configs]
+        axes[1].bar(xs, p99, width, alpha=0.35, color=f"C{i}", label=f"{endpoint} p99")
+        axes[1].bar(xs, p50, width, color=f"C{i}", label=f"{endpoint} p50")
+    for ax in axes:
+        ax.set_xticks(range(len(configs)), configs)
+    axes[0].set_title("Throughput (median of rounds, whiskers min-max)")
+    axes[0].set_ylabel("requests / s")
+    axes[0].legend(fontsize=8)
+    axes[1].set_title("Latency")
+    axes[1].set_ylabel("ms")
+    axes[1].legend(fontsize=8)
+    s = results["settings"]
+    fig.suptitle(
+        f"{s['workers']} Gunicorn workers, wrk -c{s['connections']}, "
+        f"{s['rounds']} x {s['duration']} s rounds; {results['machine']['cpu']}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_readme(table: str, readme: Path) -> bool:
+    """Replace what is between the markers; False when the markers are missing."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    if MARK_START not in text or MARK_END not in text:
+        return False
+    before, rest = text.split(MARK_START, 1)
+    _, after = rest.split(MARK_END, 1)
+    block = f"{MARK_START}\n{table}\n![benchmark chart](bench/results/chart.png)\n{MARK_END}"
+    readme.write_text(before + block + after)
+    return True
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    p.add_argument("--workers", type=int, default=2, help="Gunicorn workers, all configs")
+    p.add_argument("--connections", type=int, default=4, help="wrk connections (default 4)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="throughput configurations")
+    p.add_argument("--fault-configs", default=",".join(FAULT_CONFIGS), help="'' skips faults")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--fault-requests", type=int, default=6, help="requests after each fault")
+    p.add_argument("--micro-iterations", type=int, default=3000)
+    p.add_argument("--deploy", action="store_true", help="also time make deploy (test host)")
+    p.add_argument("--out", type=Path, default=BENCH / "results")
+    p.add_argument("--readme", type=Path, default=README, help="README with bench markers")
+    p.add_argument("--no-readme", action="store_true", help="leave the README alone")
+    args = p.parse_args(argv)
+    for name in ("configs", "fault_configs", "scenarios"):
+        items = [x for x in getattr(args, name).split(",") if x]
+        known = CONFIGS if name != "scenarios" else SCENARIOS
+        unknown = [x for x in items if x not in known]
+        if unknown:
+            p.error(f"--{name.replace('_', '-')}: unknown {', '.join(unknown)}")
+        setattr(args, name, items)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    started = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / "raw"
+    raw.mkdir(exist_ok=True)
+    steps = (
+        args.rounds * len(args.configs) * len(ENDPOINTS)
+        + 1
+        + len(args.fault_configs) * len(args.scenarios)
+        + (2 if args.deploy else 0)
+    )
+    progress = Progress(steps)
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "settings": {
+            k: getattr(args, k) for k in ("rounds", "duration", "workers", "connections", "threads")
+        },
+        "machine": machine(),
+        "versions": versions(),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-mariadb-", dir=raw) as tmp:
+        progress("starting MariaDB", count=False)
+        db = start_mariadb(
+            Path(tmp),
+            options={
+                "wait_timeout": THROUGHPUT_WAIT_TIMEOUT,
+                "interactive_timeout": THROUGHPUT_WAIT_TIMEOUT,
+            },
+        )
+        try:
+            migrate(db.url)
+            runs = throughput(db, args.configs, args, raw, progress)
+            results["throughput"] = summarize(runs)
+            results["removal"] = removal_microbench(db, args.micro_iterations)
+            progress(
+                f"session removal microbenchmark: {results['removal']['removal_cost_kit_us']:.0f}"
+                " µs per removal"
+            )
+            if args.fault_configs:
+                # The fault tests' server: wait_timeout=2 (restart re-reads this config).
+                timeouts = {"wait_timeout": FAULT_WAIT_TIMEOUT, "interactive_timeout": 2}
+                db.write_config(timeouts)
+                db.restart()
+                progress(f"MariaDB restarted with wait_timeout={FAULT_WAIT_TIMEOUT}", count=False)
+                results["faults"] = fault_matrix(
+                    db, args.fault_configs, args.scenarios, args, raw, progress
+                )
+        finally:
+            db.stop()
+    if args.deploy:
+        results["deploy"] = time_deploy(progress)
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+
+    table = markdown(results)
+    (args.out / "results.md").write_text(table)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    chart(results, args.out / "chart.png")
+    if not args.no_readme:
+        where = "README.md" if write_readme(table, args.readme) else "results.md only"
+        progress(
+            f"README: {'updated' if where == 'README.md' else 'markers missing, ' + where}",
+            count=False,
+        )
+    progress(f"done in {results['elapsed_s']:.0f} s: {args.out}/results.md, chart.png", count=False)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+-- wrk script for the benchmark: `wrk ... -s bench/wrk.lua URL -- get|post`.
+-- "post" sends POST with a JSON note; done() prints one machine-readable line.
+
+function init(args)
+  if args[1] == "post" then
+    wrk.method = "POST"
+    wrk.body = '{"text": "bench"}'
+    wrk.headers["Content-Type"] = "application/json"
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
+      .. '"p50_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
