@@ -1,0 +1,231 @@
+"""site.yml converged for real on a systemd-nspawn host (systemd as PID 1), over ssh.
+
+The tests run in order on one fresh host: a bad inventory first (nothing may be touched),
+then the converge, its idempotence, traffic through nginx, idling past wait_timeout, the
+hardening score, and restarts and a redeploy under load.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.testhost import ROOT, NspawnHost, snapshot_release
+
+pytestmark = [pytest.mark.slow, pytest.mark.ansible]
+
+# inventories/local/group_vars/all.yml: db_idle_timeout
+DB_IDLE_TIMEOUT = 5
+MAX_EXPOSURE = 2.0
+
+
+def report(request: pytest.FixtureRequest, line: str) -> None:
+    """Measured numbers go to the terminal even when the test passes."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[deploy] {line}")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NspawnHost]:
+    if os.geteuid() != 0:
+        pytest.fail(
+            "the deploy tests boot a systemd-nspawn host: run them as root (sudo make test)"
+        )
+    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
+    source = snapshot_release(tmp_path_factory.mktemp("release"))
+    testhost = NspawnHost(name=f"ipk-test-{os.getpid()}", source_dir=source)
+    try:
+        testhost.up()
+        yield testhost
+    finally:
+        testhost.down()
+
+
+@pytest.fixture(scope="module")
+def converged(host: NspawnHost, request: pytest.FixtureRequest) -> NspawnHost:
+    first = host.playbook()
+    assert first.returncode == 0, first.output[-4000:]
+    report(request, f"first converge: {first.seconds:.0f} s, changed={first.changed}")
+    return host
+
+
+def ssh_logins(host: NspawnHost) -> int:
+    log = host.run("journalctl", "--no-pager", "-o", "cat", "_COMM=sshd", check=False).stdout
+    return log.count("Accepted publickey")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"app_db_pool_recycle": DB_IDLE_TIMEOUT + 1}, "lower app_db_pool_recycle"),
+        ({"network_idle_timeout": 2, "app_db_pool_recycle": 3}, "lower app_db_pool_recycle"),
+        ({"mysql_max_connections": 5}, "raise mysql_max_connections to at least"),
+        ({"db_password": ""}, "db_password is not set"),
+        ({"mysql_wait_timeout": 60}, "set db_idle_timeout"),
+    ],
+    ids=[
+        "recycle-above-idle",
+        "recycle-above-network-idle",
+        "too-few-connections",
+        "no-password",
+        "wait-timeout-overridden",
+    ],
+)
+def test_inconsistent_inventory_fails_fast_and_touches_nothing(
+    host: NspawnHost, overrides: dict[str, object], message: str
+) -> None:
+    logins = ssh_logins(host)
+    run = host.playbook(timeout=60, **overrides)
+    assert run.returncode != 0, run.output[-3000:]
+    assert message in run.output, run.output[-3000:]
+    failures = [line for line in run.output.splitlines() if line.startswith("fatal:")]
+    assert failures and all(message in line for line in failures), failures
+    assert run.seconds < 15, f"preflight took {run.seconds:.1f} s"
+    # Not one ssh connection: the host cannot have been changed.
+    assert ssh_logins(host) == logins
+    assert host.run("test", "-e", "/opt/idle-proof", check=False).returncode != 0
+
+
+def test_converge_then_rerun_changes_nothing(
+    converged: NspawnHost, request: pytest.FixtureRequest
+) -> None:
+    second = converged.playbook()
+    assert second.returncode == 0, second.output[-4000:]
+    report(request, f"second converge: {second.seconds:.0f} s, changed={second.changed}")
+    assert second.changed == 0, f"changed on re-run: {second.changed_tasks()}"
+
+
+def test_requests_through_nginx(converged: NspawnHost) -> None:
+    url = converged.url
+    assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+    assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+    created = requests.post(f"{url}/notes", json={"text": "deployed"}, timeout=10)
+    assert created.status_code == 201, created.text
+    listing = requests.get(f"{url}/", timeout=10)
+    assert listing.status_code == 200
+    assert "deployed" in [n["text"] for n in listing.json()["notes"]]
+    assert listing.headers["Server"] == "nginx"  # server_tokens off: no version
+    assert listing.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_server_timeouts_follow_db_idle_timeout(converged: NspawnHost) -> None:
+    query = "SELECT @@global.wait_timeout, @@global.interactive_timeout, @@global.local_infile"
+    out = converged.run("mariadb", "-N", "-B", "-e", query).stdout.split()
+    assert out == [str(DB_IDLE_TIMEOUT), str(DB_IDLE_TIMEOUT), "0"]
+    env = converged.run("cat", "/etc/idle-proof/app.env").stdout
+    assert re.search(rf"^DB_IDLE_TIMEOUT={DB_IDLE_TIMEOUT}(\.0)?$", env, re.M), env
+    mode = converged.run("stat", "-c", "%a %U %G", "/etc/idle-proof/app.env").stdout.split()
+    assert mode == ["640", "root", "idle-proof"]
+
+
+def test_requests_after_idling_past_wait_timeout(converged: NspawnHost) -> None:
+    url = converged.url
+    for _ in range(4):  # warm every worker's pool
+        requests.get(f"{url}/", timeout=10).raise_for_status()
+    for cycle in range(2):
+        time.sleep(DB_IDLE_TIMEOUT + 2)
+        for i in range(6):
+            got = requests.get(f"{url}/", timeout=10)
+            assert got.status_code == 200, (cycle, got.status_code, got.text)
+            made = requests.post(f"{url}/notes", json={"text": f"idle {cycle}.{i}"}, timeout=10)
+            assert made.status_code == 201, (cycle, made.status_code, made.text)
+
+
+def test_nginx_answers_json_when_the_app_is_down(converged: NspawnHost) -> None:
+    converged.run("systemctl", "stop", "idle-proof.service", "idle-proof.socket")
+    try:
+        got = requests.get(f"{converged.url}/", timeout=10)
+        assert got.status_code == 502
+        assert got.headers["Content-Type"] == "application/json"
+        assert got.json()["error"] == "bad_gateway"
+    finally:
+        converged.run("systemctl", "start", "idle-proof.socket", "idle-proof.service")
+    assert requests.get(f"{converged.url}/readyz", timeout=10).status_code == 200
+
+
+def test_app_unit_exposure_is_at_most_2(
+    converged: NspawnHost, request: pytest.FixtureRequest
+) -> None:
+    out = converged.run("systemd-analyze", "security", "--no-pager", "idle-proof.service").stdout
+    found = re.search(r"Overall exposure level for idle-proof\.service: ([\d.]+) (\w+)", out)
+    assert found, out[-2000:]
+    exposure = float(found.group(1))
+    report(request, f"systemd-analyze security idle-proof.service: {exposure} {found.group(2)}")
+    assert exposure <= MAX_EXPOSURE, out
+
+
+class Load:
+    """A steady loop of GET / and POST /notes from a few threads, counting every failure."""
+
+    def __init__(self, url: str, threads: int = 4) -> None:
+        self.url = url
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._loop, args=(i,)) for i in range(threads)]
+
+    def _loop(self, worker: int) -> None:
+        session = requests.Session()
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            try:
+                if n % 2:
+                    r = session.post(
+                        f"{self.url}/notes", json={"text": f"{worker}.{n}"}, timeout=60
+                    )
+                else:
+                    r = session.get(f"{self.url}/", timeout=60)
+                outcome = None if r.status_code < 300 else f"{r.status_code} {r.text[:100]}"
+            except requests.RequestException as exc:
+                outcome = repr(exc)
+            with self._lock:
+                if outcome is None:
+                    self.ok += 1
+                else:
+                    self.failures.append(outcome)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
+def test_restart_and_redeploy_lose_no_requests(
+    converged: NspawnHost, request: pytest.FixtureRequest
+) -> None:
+    with Load(converged.url) as load:
+        time.sleep(1)
+        for _ in range(2):
+            converged.run("systemctl", "restart", "idle-proof.service")
+            time.sleep(1)
+        restarted_ok = load.ok
+        redeploy = converged.playbook(app_release_id=f"test-{os.getpid()}")
+        time.sleep(1)
+    assert redeploy.returncode == 0, redeploy.output[-4000:]
+    current = converged.run("readlink", "/opt/idle-proof/current").stdout.strip()
+    assert current == f"/opt/idle-proof/releases/test-{os.getpid()}"
+    report(
+        request,
+        f"under load: {load.ok} requests answered 2xx ({restarted_ok} across 2 restarts), "
+        f"{len(load.failures)} lost; redeploy {redeploy.seconds:.0f} s",
+    )
+    assert restarted_ok > 50 and load.ok > restarted_ok
+    assert load.failures == [], load.failures[:10]

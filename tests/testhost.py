@@ -1,0 +1,131 @@
+"""A systemd-nspawn test host (scripts/testhost) and ansible-playbook runs against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSIBLE_DIR = ROOT / "ansible"
+LOCAL_INVENTORY = ANSIBLE_DIR / "inventories" / "local"
+STATE = Path(os.environ.get("TESTHOST_STATE", "/var/lib/idle-proof-kit/testhosts"))
+
+
+RELEASE_PATHS = ("app", "migrations", "alembic.ini", "gunicorn.conf.py", "requirements.lock")
+
+
+def snapshot_release(dest: Path) -> Path:
+    """Copy what the app role packs (app_source_paths) into dest."""
+    for name in RELEASE_PATHS:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PlaybookRun:
+    returncode: int
+    output: str
+    seconds: float
+
+    @property
+    def changed(self) -> int:
+        counts = re.findall(r"changed=(\d+)", self.output.split("PLAY RECAP")[-1])
+        return sum(int(c) for c in counts)
+
+    def changed_tasks(self) -> list[str]:
+        """The tasks that reported a change, to say what broke idempotence."""
+        tasks, current = [], ""
+        for line in self.output.splitlines():
+            if line.startswith(("TASK [", "RUNNING HANDLER [")):
+                current = line.split("[", 1)[1].rsplit("]", 1)[0]
+            elif line.startswith("changed:") and current not in tasks:
+                tasks.append(current)
+        return tasks
+
+
+@dataclass
+class NspawnHost:
+    name: str
+    ssh_port: int = field(default_factory=free_port)
+    web_port: int = field(default_factory=free_port)
+    db_port: int = field(default_factory=free_port)
+    # A frozen copy of the release files: edits to the working tree during the run must
+    # not turn a re-run into a new release.
+    source_dir: Path | None = None
+
+    @property
+    def key(self) -> Path:
+        return STATE / self.name / "id_ed25519"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def up(self) -> None:
+        env = {**os.environ, "TESTHOST_SSH_PORT": str(self.ssh_port)}
+        subprocess.run([ROOT / "scripts" / "testhost", "up", self.name], env=env, check=True)
+
+    def down(self) -> None:
+        subprocess.run([ROOT / "scripts" / "testhost", "down", self.name], check=False)
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the host, as root, in all its namespaces."""
+        return subprocess.run(
+            [ROOT / "scripts" / "testhost", "exec", self.name, *argv],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    def extra_vars(self, **overrides: object) -> str:
+        """The local inventory, pointed at this host's ports; overrides come last."""
+        values: dict[str, object] = {
+            "ansible_port": self.ssh_port,
+            "ansible_ssh_private_key_file": str(self.key),
+            "db_port": self.db_port,
+            "nginx_listen": [f"127.0.0.1:{self.web_port}"],
+            **({"app_source_dir": str(self.source_dir)} if self.source_dir else {}),
+            **overrides,
+        }
+        return json.dumps(values)
+
+    def playbook(self, timeout: float = 600, **overrides: object) -> PlaybookRun:
+        env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+        argv = [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(LOCAL_INVENTORY),
+            "-e",
+            self.extra_vars(**overrides),
+            "site.yml",
+        ]
+        started = time.monotonic()
+        proc = subprocess.run(
+            argv,
+            cwd=ANSIBLE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return PlaybookRun(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
