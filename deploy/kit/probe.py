@@ -155,6 +155,7 @@ def run_round(
             continue
         if isinstance(item, Exception):
             errors.append(item)
+            progress.write(f"  {item}\n")
             continue
         outcomes.append(item)
         what = "alive" if item.cause == ALIVE else f"killed: {item.cause} ({item.detail})"
