@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_503s_and_pings_are_counted_and_the_default_directory_is_private(
     # PROMETHEUS_MULTIPROC_DIR unset: gunicorn.conf.py gives this master a directory.
     server = start_app(DB_PING_AFTER_IDLE="0")
     assert server.proc is not None
-    default_dir = Path(f"/tmp/idle-proof-metrics-{server.proc.pid}")
+    default_dir = Path(tempfile.gettempdir()) / f"idle-proof-metrics-{server.proc.pid}"
     assert default_dir.is_dir()
     ok = hit(server.url, 6)
     assert ok.failures == 0
