@@ -78,4 +78,4 @@ testhost-down: ## Power off and delete the local test host.
 
 ansible-lint: collections ## ansible-lint (production profile) and yamllint on ansible/.
 	cd ansible && ../$(BIN)/yamllint --strict .
-	cd ansible && ../$(BIN)/ansible-lint --profile production --offline
+	cd ansible && PATH="$(abspath $(BIN)):$$PATH" ansible-lint --profile production --offline
