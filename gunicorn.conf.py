@@ -6,6 +6,7 @@
 # from the environment (GUNICORN_<NAME>); database settings are read by app.settings
 # from the same environment, so one EnvironmentFile configures both.
 
+import atexit
 import glob
 import logging
 import multiprocessing
@@ -145,6 +146,16 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 _default_metrics_dir = os.path.join(tempfile.gettempdir(), f"idle-proof-metrics-{os.getpid()}")
 metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _default_metrics_dir)
 
+
+def _remove_default_metrics_dir(master_pid: int = os.getpid()) -> None:
+    # atexit rather than on_exit: a start that fails (a refused setting, a failing
+    # when_ready) never reaches on_exit. Workers inherit the handler: only the master acts.
+    if os.getpid() == master_pid and metrics_dir == _default_metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+atexit.register(_remove_default_metrics_dir)
+
 #
 # Server hooks
 #
@@ -154,9 +165,6 @@ metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", _default_metrics
 #
 #   child_exit - Called in the master when a worker exits: prometheus_client's
 #                bookkeeping for a dead process (its counters stay in the sum).
-#
-#   on_exit - Called in the master just before it exits.
-#
 
 
 def when_ready(server: Any) -> None:
@@ -206,8 +214,3 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid, metrics_dir)  # type: ignore[no-untyped-call]
-
-
-def on_exit(server: Any) -> None:
-    if metrics_dir == _default_metrics_dir:
-        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -120,7 +120,7 @@ def test_503s_and_pings_are_counted_and_the_default_directory_is_private(
     )
     assert served == 3
     server.stop()
-    assert not default_dir.exists()  # removed by on_exit
+    assert not default_dir.exists()  # removed when the master exits
 
 
 def test_single_process_without_a_multiprocess_directory(mariadb: LocalMariaDB) -> None:
