@@ -83,7 +83,7 @@ def ssh_logins(host: NspawnHost) -> int:
     ],
 )
 def test_inconsistent_inventory_fails_fast_and_touches_nothing(
-    host: NspawnHost, overrides: dict[str, object], message: str
+    host: NspawnHost, overrides: dict[str, object], message: str, request: pytest.FixtureRequest
 ) -> None:
     logins = ssh_logins(host)
     run = host.playbook(timeout=60, **overrides)
@@ -91,6 +91,7 @@ def test_inconsistent_inventory_fails_fast_and_touches_nothing(
     assert message in run.output, run.output[-3000:]
     failures = [line for line in run.output.splitlines() if line.startswith("fatal:")]
     assert failures and all(message in line for line in failures), failures
+    report(request, f"inconsistent inventory {overrides}: refused in {run.seconds:.1f} s")
     assert run.seconds < 15, f"preflight took {run.seconds:.1f} s"
     # Not one ssh connection: the host cannot have been changed.
     assert ssh_logins(host) == logins
@@ -211,21 +212,28 @@ class Load:
 def test_restart_and_redeploy_lose_no_requests(
     converged: NspawnHost, request: pytest.FixtureRequest
 ) -> None:
+    before = converged.run("readlink", "/opt/idle-proof/current").stdout.strip()
+    # A new release: changed code means a new content hash, so a new release directory.
+    assert converged.source_dir is not None
+    with (converged.source_dir / "app" / "wsgi.py").open("a") as code:
+        code.write(f"# release built by the deploy test {os.getpid()}\n")
     with Load(converged.url) as load:
         time.sleep(1)
         for _ in range(2):
             converged.run("systemctl", "restart", "idle-proof.service")
             time.sleep(1)
         restarted_ok = load.ok
-        redeploy = converged.playbook(app_release_id=f"test-{os.getpid()}")
+        redeploy = converged.playbook()
         time.sleep(1)
     assert redeploy.returncode == 0, redeploy.output[-4000:]
-    current = converged.run("readlink", "/opt/idle-proof/current").stdout.strip()
-    assert current == f"/opt/idle-proof/releases/test-{os.getpid()}"
+    after = converged.run("readlink", "/opt/idle-proof/current").stdout.strip()
+    assert after != before and after.startswith("/opt/idle-proof/releases/")
     report(
         request,
         f"under load: {load.ok} requests answered 2xx ({restarted_ok} across 2 restarts), "
-        f"{len(load.failures)} lost; redeploy {redeploy.seconds:.0f} s",
+        f"{len(load.failures)} lost; redeploy of a new release {redeploy.seconds:.0f} s",
     )
     assert restarted_ok > 50 and load.ok > restarted_ok
     assert load.failures == [], load.failures[:10]
+    # The old release stays for a rollback.
+    assert converged.run("test", "-d", before, check=False).returncode == 0
