@@ -130,6 +130,19 @@ def test_server_timeouts_follow_db_idle_timeout(converged: NspawnHost) -> None:
     assert mode == ["640", "root", "idle-proof"]
 
 
+def test_kit_doctor_passes_on_the_deployed_host(converged: NspawnHost) -> None:
+    doctor = converged.run(
+        "/opt/idle-proof/current/venv/bin/kit",
+        "doctor",
+        "--env-file",
+        "/etc/idle-proof/app.env",
+        "--gunicorn-config",
+        "/opt/idle-proof/current/gunicorn.conf.py",
+        check=False,
+    )
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
 def test_requests_after_idling_past_wait_timeout(converged: NspawnHost) -> None:
     url = converged.url
     for _ in range(4):  # warm every worker's pool
