@@ -14,9 +14,9 @@ same worker count, loaded by the same ``wrk`` command:
 Throughput rounds are interleaved (every configuration once per round, the order rotated
 each round) so machine drift hits all alike; figures are medians of the rounds and ratios
 are taken against ``bare`` from the same run. Then the fault matrix (``run_scenario`` from
-the fault tests) per configuration, and optionally ``make deploy`` timings.
+the fault tests) per configuration, and ``make deploy`` timings (``--no-deploy`` skips).
 
-    .venv/bin/python -m bench.run [--rounds 5] [--duration 5] [--out bench/results]
+    .venv/bin/python -m bench.run [--rounds 7] [--duration 3] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -405,7 +405,7 @@ def fault_matrix(
 # ------------------------------------------------------------------------- deploy
 
 
-def time_deploy(progress: Progress) -> dict[str, Any]:
+def time_deploy(progress: Progress, raw: Path) -> dict[str, Any]:
     """What ``make deploy`` does, timed step by step on a fresh test host of its own.
 
     ``make deploy`` on the local inventory is ``scripts/testhost up`` followed by
@@ -427,12 +427,14 @@ def time_deploy(progress: Progress) -> dict[str, Any]:
             boot = time.monotonic() - started
             progress(f"fresh test host up: {boot:.0f} s")
             first = host.playbook()
+            (raw / "deploy-first.log").write_text(first.output)
             if first.returncode != 0:
-                raise RuntimeError(f"first converge failed:\n{first.output[-3000:]}")
+                raise RuntimeError(f"first converge failed: see {raw}/deploy-first.log")
             progress(f"first converge: {first.seconds:.0f} s, changed={first.changed}")
             second = host.playbook()
+            (raw / "deploy-rerun.log").write_text(second.output)
             if second.returncode != 0:
-                raise RuntimeError(f"re-run failed:\n{second.output[-3000:]}")
+                raise RuntimeError(f"re-run failed: see {raw}/deploy-rerun.log")
             progress(f"idempotent re-run: {second.seconds:.0f} s, changed={second.changed}")
         finally:
             host.down()
@@ -625,7 +627,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"(changed={d['rerun_changed']})."
         )
     else:
-        lines.append("`make deploy` timing: not measured in this run (`--deploy` not given).")
+        lines.append("`make deploy` timing: not measured in this run (`--no-deploy`).")
     m, v = results["machine"], results["versions"]
     lines += [
         "",
@@ -712,7 +714,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--fault-requests", type=int, default=6, help="requests after each fault")
     p.add_argument("--micro-iterations", type=int, default=3000)
-    p.add_argument("--deploy", action="store_true", help="also time make deploy (test host)")
+    p.add_argument(
+        "--no-deploy",
+        dest="deploy",
+        action="store_false",
+        help="skip timing make deploy on a fresh systemd-nspawn test host (about 2-3 min)",
+    )
     p.add_argument("--out", type=Path, default=BENCH / "results")
     p.add_argument("--readme", type=Path, default=README, help="README with bench markers")
     p.add_argument("--no-readme", action="store_true", help="leave the README alone")
@@ -780,7 +787,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             db.stop()
     if args.deploy:
         try:
-            results["deploy"] = time_deploy(progress)
+            results["deploy"] = time_deploy(progress, raw)
         except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
             # The measurements above stand on their own; say why this one is missing.
             results["deploy"] = {"error": str(exc).splitlines()[0][:300]}

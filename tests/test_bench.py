@@ -38,6 +38,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
             "--micro-iterations=200",
             f"--out={tmp_path / 'out'}",
             f"--readme={readme}",
+            "--no-deploy",
         ]
     )
 
@@ -71,4 +72,5 @@ def test_bench_smoke(tmp_path: Path) -> None:
     text = readme.read_text()
     assert "| kit |" in text and "old" not in text and text.endswith("tail\n")
     assert "bench/results/chart.png" in text
+    assert "not measured" in text
     assert _digest(BENCH / "results") == committed, "the smoke run wrote into bench/results"
