@@ -203,6 +203,23 @@ def throughput(
     return runs
 
 
+def statements_per_request(db: LocalMariaDB, configs: list[str]) -> dict[str, dict[str, list[str]]]:
+    """What each configuration sends to MariaDB for one request (``bench/statements.py``)."""
+    out = {}
+    for config in configs:
+        env = {**os.environ, **app_env(db, config, THROUGHPUT_WAIT_TIMEOUT)}
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.statements", config],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out[config] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 def seed_notes(db: LocalMariaDB, count: int = 200) -> None:
     """Enough rows that GET / returns its full page of 20 from the first request on."""
     values = ", ".join(f"('seed {i}')" for i in range(count))
@@ -547,6 +564,18 @@ def markdown(results: dict[str, Any]) -> str:
             f"{kit['ratio_vs_bare_paired_median']:.3f}; by CPU per request "
             f"{kit['cpu_ratio_vs_bare']:.3f}).",
         ]
+    st = results.get("statements")
+    if st:
+        lines += [
+            "",
+            "Statements sent to MariaDB per request (each one a network round trip):",
+            "",
+            "| configuration | GET / | POST /notes |",
+            "|---|---|---|",
+        ]
+        for config, per in st.items():
+            cells = [f"{len(v)}: {', '.join(v)}" for v in per.values()]
+            lines.append(f"| {config} | " + " | ".join(cells) + " |")
     rm = results.get("removal")
     if rm:
         lines += ["", "**Per-request session removal** (`session.remove()` at teardown):"]
@@ -603,6 +632,16 @@ def markdown(results: dict[str, Any]) -> str:
                 row = faults[config][scenario]
                 cells.append(f"{row['non2xx']}/{row['requests']}, {row['slowest_s']:.2f} s")
             lines.append(f"| {scenario} | " + " | ".join(cells) + " |")
+        if "textbook" in faults:
+            lines += [
+                "",
+                "Read the textbook's vanish and stall rows with care: its `pool_recycle` "
+                "(0.9 x wait_timeout = 1.8 s, counted from connect) retires the warm-up "
+                "connections at about the moment the requests resume, so a dead one is often "
+                "dropped by age before `pool_pre_ping` meets it. With a production recycle of "
+                "hours, that ping has no timeout and waits on a vanished peer until TCP gives "
+                "up.",
+            ]
         down = {c: faults[c]["down"] for c in configs if "down" in faults[c]}
         if down:
             lines += [
@@ -774,6 +813,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"session removal microbenchmark: {results['removal']['removal_cost_kit_us']:.0f}"
                 " µs per removal"
             )
+            results["statements"] = statements_per_request(db, args.configs)
+            progress("traced the statements each configuration sends per request", count=False)
             if args.fault_configs:
                 # The fault tests' server: wait_timeout=2 (restart re-reads this config).
                 timeouts = {"wait_timeout": FAULT_WAIT_TIMEOUT, "interactive_timeout": 2}

@@ -58,6 +58,11 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert rm["query_session_kept_us"] > 0 and rm["rollback_round_trip_us"] > 0
     assert rm["statements_per_request"]["query_session_kept"] == ["SELECT"]
 
+    st = results["statements"]
+    assert st["bare"]["GET /"] == ["SELECT"]
+    assert st["kit"]["GET /"][0] == "SELECT" and "PING" not in st["kit"]["GET /"]
+    assert st["textbook"]["GET /"][0] == "PING"
+
     faults = results["faults"]
     assert list(faults) == ["kit"]
     assert list(faults["kit"]) == list(SCENARIOS)

@@ -1,0 +1,62 @@
+"""The statements one request sends to MariaDB, per configuration (what each round trip is).
+
+    DATABASE_URL=... python -m bench.statements bare|textbook|kit|...
+
+Builds the configuration's app in this process exactly as Gunicorn would (``app.wsgi`` or
+``tests.support.variants``), warms it with Flask's test client, then records the commands
+PyMySQL sends for one ``GET /`` and one ``POST /notes``. Prints them as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from pymysql.connections import Connection
+from pymysql.constants import COMMAND
+
+
+def trace(config: str) -> dict[str, list[str]]:
+    os.environ.setdefault("DB_IDLE_TIMEOUT", "600")
+    if config == "kit":
+        from app import create_app
+
+        app = create_app()
+    else:
+        os.environ["KIT_VARIANT"] = config  # the module builds its app at import
+        from tests.support.variants import app
+    client = app.test_client()
+    sent: list[str] = []
+    original = getattr(Connection, "_execute_command")  # noqa: B009
+
+    def recording(self: Connection, command: int, sql: Any) -> Any:
+        if command == COMMAND.COM_PING:
+            sent.append("PING")
+        else:
+            sent.append((sql if isinstance(sql, str) else sql.decode()).split(" ", 1)[0])
+        return original(self, command, sql)
+
+    setattr(Connection, "_execute_command", recording)  # noqa: B010
+    try:
+        for _ in range(3):  # past the first connect and the dialect's start-up queries
+            client.get("/")
+            client.post("/notes", json={"text": "trace"})
+        out = {}
+        for endpoint, call in (
+            ("GET /", lambda: client.get("/")),
+            ("POST /notes", lambda: client.post("/notes", json={"text": "trace"})),
+        ):
+            sent.clear()
+            status = call().status_code
+            if not 200 <= status < 300:
+                raise SystemExit(f"{config} {endpoint} answered {status}")
+            out[endpoint] = list(sent)
+        return out
+    finally:
+        setattr(Connection, "_execute_command", original)  # noqa: B010
+
+
+if __name__ == "__main__":
+    print(json.dumps(trace(sys.argv[1])))
