@@ -121,3 +121,38 @@ def test_dispose_after_fork_leaves_the_parent_connections_open(
         os._exit(0)
     os.waitpid(pid, 0)
     assert thread_id(database) == parent_thread
+
+
+def global_status(mariadb: LocalMariaDB, name: str) -> int:
+    rows = mariadb.execute(f"SHOW GLOBAL STATUS LIKE '{name}'")
+    return int(str(rows[0][1]))
+
+
+def test_one_rollback_per_request_not_two(mariadb: LocalMariaDB) -> None:
+    """The session's ROLLBACK ends the transaction; the pool must not send a second one."""
+    from app import create_app
+
+    app = create_app(Settings.from_env({"DATABASE_URL": mariadb.url, "DB_IDLE_TIMEOUT": "60"}))
+    client = app.test_client()
+    client.get("/")  # connect first: the dialect's own set-up statements are not counted
+    before = global_status(mariadb, "Com_rollback")
+    for _ in range(20):
+        assert client.get("/").status_code == 200
+    assert global_status(mariadb, "Com_rollback") - before == 20
+    app.extensions["db"].engine.dispose()
+
+
+def test_a_transaction_left_open_is_still_rolled_back_on_return(mariadb: LocalMariaDB) -> None:
+    database, _ = make_db(mariadb.url, DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0")
+    with database.engine.connect() as conn:  # leaves "no transaction open" on the record
+        conn.execute(text("SELECT 1"))
+        conn.rollback()
+    raw = database.engine.raw_connection()  # the same pooled connection, SQLAlchemy not watching
+    with raw.cursor() as cur:
+        cur.execute("INSERT INTO notes (text) VALUES ('left open')")
+    raw.close()  # back to the pool with the INSERT uncommitted: the reset must roll it back
+    with database.engine.connect() as conn:
+        assert conn.execute(text("SELECT @@in_transaction")).scalar_one() == 0
+        left = conn.execute(text("SELECT COUNT(*) FROM notes WHERE text = 'left open'"))
+        assert left.scalar_one() == 0
+    database.engine.dispose()
