@@ -9,7 +9,7 @@ same worker count, loaded by the same ``wrk`` command:
 * ``kit``: ``app.wsgi:app`` unchanged;
 * ``kit-noremove``: the kit minus the teardown that removes the session, to price the
   per-request session removal on its own (with an in-process microbenchmark beside it);
-* ``kit-onerollback``: the kit with the proposed fix: one ``ROLLBACK`` per request, not two.
+* ``kit-close``: the kit closing the session at teardown instead of removing it.
 
 Throughput rounds are interleaved (every configuration once per round, the order rotated
 each round) so machine drift hits all alike; figures are medians of the rounds and ratios
@@ -52,7 +52,7 @@ CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
     "textbook": ("tests.support.variants:app", {"KIT_VARIANT": "textbook"}),
     "kit": ("app.wsgi:app", {}),
     "kit-noremove": ("tests.support.variants:app", {"KIT_VARIANT": "kit-noremove"}),
-    "kit-onerollback": ("tests.support.variants:app", {"KIT_VARIANT": "kit-onerollback"}),
+    "kit-close": ("tests.support.variants:app", {"KIT_VARIANT": "kit-close"}),
 }
 FAULT_CONFIGS = ("bare", "textbook", "kit")
 ENDPOINTS = {"GET /": ("/", "get"), "POST /notes": ("/notes", "post")}
@@ -260,18 +260,15 @@ def summarize(runs: dict[str, dict[str, list[WrkRun]]]) -> dict[str, Any]:
 
 
 def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
-    """Microseconds per GET /-like query, with and without removing the session after it.
+    """Microseconds per GET /-like query, with and without ending the session after it.
 
     Runs in this process against the same server, interleaved in slices (fastest per case):
     the kit's ``Database`` (from ``create_app()``) keeping its session (as ``bare`` does),
-    removing it (as the kit does at teardown), removing it with the proposed
-    single-``ROLLBACK`` reset, and a plain engine removing it (the guard's share); plus
-    PyMySQL's bare ``ROLLBACK`` round trip. Also counts the statements each sends per
-    request.
+    removing it (as the kit does at teardown), closing it (the same ``Session`` object next
+    time), and a plain ``create_engine`` removing it; plus PyMySQL's bare ``ROLLBACK``.
     """
     import pymysql
     import sqlalchemy
-    from pymysql.connections import Connection
     from sqlalchemy import select
     from sqlalchemy.orm import scoped_session, sessionmaker
 
@@ -279,15 +276,13 @@ def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
     from app.db import get_db
     from app.models import Note
     from app.settings import Settings
-    from tests.support.onerollback import skip_redundant_reset
 
     settings = Settings.from_env(
         {"DATABASE_URL": db.url, "DB_IDLE_TIMEOUT": str(THROUGHPUT_WAIT_TIMEOUT)}
     )
     query = select(Note).order_by(Note.id.desc()).limit(20)
-    # The kit exactly as create_app() wires it (guard, metrics), twice: as is and fixed.
-    kit, fixed = get_db(create_app(settings)), get_db(create_app(settings))
-    skip_redundant_reset(fixed.engine)
+    # The kit exactly as create_app() wires it (guard, metrics, reset-on-return).
+    kit = get_db(create_app(settings))
     plain = scoped_session(sessionmaker(bind=sqlalchemy.create_engine(db.url)))
 
     def per_call(fn: Any, n: int) -> float:
@@ -303,13 +298,9 @@ def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
         kit.session.scalars(query).all()
         kit.remove_session()
 
-    def kit_close() -> None:  # the same Session object next time: no construction cost
+    def kit_close() -> None:
         kit.session.scalars(query).all()
         kit.session.close()
-
-    def fixed_remove() -> None:
-        fixed.session.scalars(query).all()
-        fixed.remove_session()
 
     def plain_remove() -> None:
         plain.scalars(query).all()
@@ -320,59 +311,29 @@ def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
         "query_session_kept_us": kit_keep,
         "query_then_remove_kit_us": kit_remove,
         "query_then_close_kit_us": kit_close,
-        "query_then_remove_one_rollback_us": fixed_remove,
         "query_then_remove_plain_engine_us": plain_remove,
         "rollback_round_trip_us": raw.rollback,
     }
     samples: dict[str, list[float]] = {name: [] for name in cases}
-    statements: dict[str, list[str]] = {}
-    original = getattr(Connection, "_execute_command")  # noqa: B009
     try:
         for fn in cases.values():
             per_call(fn, 50)  # warm-up
-        sent: list[str] = []
-
-        def counting(self: Connection, command: int, sql: Any) -> Any:
-            sent.append((sql if isinstance(sql, str) else sql.decode()).split(" ", 1)[0])
-            return original(self, command, sql)
-
-        setattr(Connection, "_execute_command", counting)  # noqa: B010
-        for name in (
-            "query_session_kept_us",
-            "query_then_remove_kit_us",
-            "query_then_remove_one_rollback_us",
-        ):
-            sent.clear()
-            cases[name]()
-            statements[name.removesuffix("_us")] = list(sent)
-        setattr(Connection, "_execute_command", original)  # noqa: B010
         # Interleaved slices: a busy neighbour hits every case alike.
         for _ in range(MICRO_SLICES):
             for name, fn in cases.items():
                 samples[name].append(per_call(fn, max(1, iterations // MICRO_SLICES)))
     finally:
-        setattr(Connection, "_execute_command", original)  # noqa: B010
         raw.close()
-        for database in (kit, fixed):
-            database.session.remove()
-            database.engine.dispose()
+        kit.session.remove()
+        kit.engine.dispose()
         plain.remove()
     # The fastest slice: what the code costs when nothing else got in the way (timeit's rule).
     result: dict[str, Any] = {name: min(v) for name, v in samples.items()}
     result["iterations"] = iterations
-    result["statements_per_request"] = statements
-    result["removal_cost_kit_us"] = (
-        result["query_then_remove_kit_us"] - result["query_session_kept_us"]
-    )
-    result["removal_cost_one_rollback_us"] = (
-        result["query_then_remove_one_rollback_us"] - result["query_session_kept_us"]
-    )
-    result["session_construction_us"] = (
-        result["query_then_remove_kit_us"] - result["query_then_close_kit_us"]
-    )
-    result["guard_cost_us"] = (
-        result["query_then_remove_kit_us"] - result["query_then_remove_plain_engine_us"]
-    )
+    kept = result["query_session_kept_us"]
+    result["removal_cost_kit_us"] = result["query_then_remove_kit_us"] - kept
+    result["close_cost_kit_us"] = result["query_then_close_kit_us"] - kept
+    result["removal_cost_plain_engine_us"] = result["query_then_remove_plain_engine_us"] - kept
     return result
 
 
@@ -583,36 +544,26 @@ def markdown(results: dict[str, Any]) -> str:
             kit, keep = tp["kit"]["GET /"], tp["kit-noremove"]["GET /"]
             line = (
                 f"- under load, CPU per GET / request: kit {kit['cpu_us']:.0f} µs, kit without "
-                f"removal {keep['cpu_us']:.0f} µs, so removal costs "
+                f"removal {keep['cpu_us']:.0f} µs: removal costs "
                 f"{kit['cpu_us'] - keep['cpu_us']:.0f} µs (app "
                 f"{kit['app_cpu_us'] - keep['app_cpu_us']:.0f}, MariaDB "
                 f"{kit['db_cpu_us'] - keep['db_cpu_us']:.0f})"
             )
-            if "kit-onerollback" in tp:
-                one = tp["kit-onerollback"]["GET /"]
+            if "kit-close" in tp:
+                close = tp["kit-close"]["GET /"]
                 line += (
-                    f"; with the proposed single `ROLLBACK` {one['cpu_us']:.0f} µs "
-                    f"({one['cpu_us'] - keep['cpu_us']:.0f} µs for removal)"
+                    f"; closing instead of removing {close['cpu_us']:.0f} µs "
+                    f"({close['cpu_us'] - keep['cpu_us']:.0f} µs)"
                 )
             lines.append(line + ";")
-        st = rm["statements_per_request"]
         lines.append(
             f"- in process ({rm['iterations']:.0f} calls, fastest of {MICRO_SLICES} interleaved "
-            f"slices): the GET / query {rm['query_session_kept_us']:.0f} µs with the session "
-            f"kept, {rm['query_then_remove_kit_us']:.0f} µs with the kit's removal "
-            f"(+{rm['removal_cost_kit_us']:.0f} µs), "
-            f"{rm['query_then_remove_one_rollback_us']:.0f} µs with the proposed single "
-            f"`ROLLBACK` (+{rm['removal_cost_one_rollback_us']:.0f} µs); of the kit's, a new "
-            f"`Session` object per request {rm['session_construction_us']:.0f} µs (remove vs "
-            "close), the rest is ending the transaction and the pool checkin/checkout; "
-            f"the guard's share "
-            f"(kit vs a plain engine, both removing) {rm['guard_cost_us']:.0f} µs; one bare "
-            f"`ROLLBACK` round trip {rm['rollback_round_trip_us']:.0f} µs;"
-        )
-        lines.append(
-            "- statements sent per GET /: session kept (bare) "
-            f"{', '.join(st['query_session_kept'])}; kit {', '.join(st['query_then_remove_kit'])}"
-            f"; proposed {', '.join(st['query_then_remove_one_rollback'])}."
+            f"slices): the GET / query costs {rm['query_session_kept_us']:.0f} µs with the "
+            f"session kept; removing it after each adds {rm['removal_cost_kit_us']:.0f} µs "
+            f"(kit), closing it {rm['close_cost_kit_us']:.0f} µs (kit, same `Session` object), "
+            f"removing it on a plain `create_engine` {rm['removal_cost_plain_engine_us']:.0f} µs "
+            f"(two `ROLLBACK`s); one bare `ROLLBACK` round trip is "
+            f"{rm['rollback_round_trip_us']:.0f} µs."
         )
     faults = results.get("faults")
     if faults:

@@ -13,8 +13,8 @@
 * ``kit-noremove``: the kit exactly (``create_app()``), minus the teardown that removes
   the session. Not a setting to run: the benchmark uses it to price the per-request
   session removal on its own (the session then keeps its connection across requests).
-* ``kit-onerollback``: the kit with the change the benchmark proposes (one ``ROLLBACK``
-  per request instead of two); see :func:`create_kit_single_rollback`.
+* ``kit-close``: the kit closing the session at teardown instead of removing it (the
+  ``Session`` object is reused); see :func:`create_kit_closing_session`.
 
 Served by the kit's ``gunicorn.conf.py`` unchanged (same workers, timeouts, preload):
 ``KIT_VARIANT=naive gunicorn -c gunicorn.conf.py tests.support.variants:app``.
@@ -75,22 +75,36 @@ def create_kit_without_removal() -> Flask:
     return app
 
 
-def create_kit_single_rollback() -> Flask:
-    """The kit plus the change the benchmark proposes (see ``tests.support.onerollback``)."""
+def create_kit_closing_session() -> Flask:
+    """The kit, closing the request's session at teardown instead of removing it.
+
+    ``close()`` ends the transaction and returns the connection exactly like ``remove()``,
+    but keeps the thread's ``Session`` object for the next request instead of building a
+    new one. The benchmark prices that difference.
+    """
     from app import create_app
     from app.db import get_db
-    from tests.support.onerollback import skip_redundant_reset
 
     app = create_app()
-    skip_redundant_reset(get_db(app).engine)
+    db = get_db(app)
+    app.teardown_appcontext_funcs.remove(db.remove_session)
+
+    def close_session(exc: BaseException | None = None) -> None:
+        try:
+            if exc is not None:
+                db.session.rollback()
+        finally:
+            db.session.close()
+
+    app.teardown_appcontext(close_session)
     return app
 
 
 def create_variant_app(kind: str) -> Flask:
     if kind == "kit-noremove":
         return create_kit_without_removal()
-    if kind == "kit-onerollback":
-        return create_kit_single_rollback()
+    if kind == "kit-close":
+        return create_kit_closing_session()
     settings = Settings.from_env()
     app = Flask(__name__)
     db: NaiveDatabase
@@ -112,8 +126,7 @@ def create_variant_app(kind: str) -> Flask:
         db = TextbookDatabase(engine)
     else:
         raise SystemExit(
-            f"KIT_VARIANT={kind!r} is unknown: "
-            "use naive, bare, textbook, kit-noremove or kit-onerollback"
+            f"KIT_VARIANT={kind!r} is unknown: use naive, bare, textbook, kit-noremove or kit-close"
         )
     db.init_app(app)
     app.register_blueprint(bp)
