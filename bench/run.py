@@ -265,7 +265,9 @@ def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
     Runs in this process against the same server, interleaved in slices (fastest per case):
     the kit's ``Database`` (from ``create_app()``) keeping its session (as ``bare`` does),
     removing it (as the kit does at teardown), closing it (the same ``Session`` object next
-    time), and a plain ``create_engine`` removing it; plus PyMySQL's bare ``ROLLBACK``.
+    time), removing it with the ``ROLLBACK`` skipped (measurement only: splits the cost into
+    ending the transaction and the rest), and a plain ``create_engine`` removing it; plus
+    PyMySQL's bare ``ROLLBACK`` on a connection with no transaction open.
     """
     import pymysql
     import sqlalchemy
@@ -281,8 +283,10 @@ def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
         {"DATABASE_URL": db.url, "DB_IDLE_TIMEOUT": str(THROUGHPUT_WAIT_TIMEOUT)}
     )
     query = select(Note).order_by(Note.id.desc()).limit(20)
-    # The kit exactly as create_app() wires it (guard, metrics, reset-on-return).
-    kit = get_db(create_app(settings))
+    # The kit exactly as create_app() wires it (guard, metrics, reset-on-return), and a
+    # second one whose ROLLBACK is skipped: what ending the transaction itself costs.
+    kit, unsafe = get_db(create_app(settings)), get_db(create_app(settings))
+    unsafe.engine.dialect.do_rollback = lambda dbapi_connection: None  # type: ignore[method-assign]
     plain = scoped_session(sessionmaker(bind=sqlalchemy.create_engine(db.url)))
 
     def per_call(fn: Any, n: int) -> float:
@@ -302,6 +306,10 @@ def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
         kit.session.scalars(query).all()
         kit.session.close()
 
+    def kit_remove_without_rollback() -> None:
+        unsafe.session.scalars(query).all()
+        unsafe.remove_session()
+
     def plain_remove() -> None:
         plain.scalars(query).all()
         plain.remove()
@@ -311,6 +319,7 @@ def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
         "query_session_kept_us": kit_keep,
         "query_then_remove_kit_us": kit_remove,
         "query_then_close_kit_us": kit_close,
+        "query_then_remove_without_rollback_us": kit_remove_without_rollback,
         "query_then_remove_plain_engine_us": plain_remove,
         "rollback_round_trip_us": raw.rollback,
     }
@@ -324,8 +333,9 @@ def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
                 samples[name].append(per_call(fn, max(1, iterations // MICRO_SLICES)))
     finally:
         raw.close()
-        kit.session.remove()
-        kit.engine.dispose()
+        for database in (kit, unsafe):
+            database.session.remove()
+            database.engine.dispose()
         plain.remove()
     # The fastest slice: what the code costs when nothing else got in the way (timeit's rule).
     result: dict[str, Any] = {name: min(v) for name, v in samples.items()}
@@ -333,6 +343,11 @@ def removal_microbench(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
     kept = result["query_session_kept_us"]
     result["removal_cost_kit_us"] = result["query_then_remove_kit_us"] - kept
     result["close_cost_kit_us"] = result["query_then_close_kit_us"] - kept
+    # Pool checkin/checkout, a new Session, the guard and the metrics, without the round trip.
+    result["lifecycle_cost_us"] = result["query_then_remove_without_rollback_us"] - kept
+    result["transaction_end_cost_us"] = (
+        result["query_then_remove_kit_us"] - result["query_then_remove_without_rollback_us"]
+    )
     result["removal_cost_plain_engine_us"] = result["query_then_remove_plain_engine_us"] - kept
     return result
 
@@ -560,9 +575,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"- in process ({rm['iterations']:.0f} calls, fastest of {MICRO_SLICES} interleaved "
             f"slices): the GET / query costs {rm['query_session_kept_us']:.0f} µs with the "
             f"session kept; removing it after each adds {rm['removal_cost_kit_us']:.0f} µs "
-            f"(kit), closing it {rm['close_cost_kit_us']:.0f} µs (kit, same `Session` object), "
+            f"(kit): {rm['transaction_end_cost_us']:.0f} µs for the `ROLLBACK` that ends the "
+            f"read transaction, {rm['lifecycle_cost_us']:.0f} µs for the rest (pool "
+            "checkin/checkout, a new `Session`, guard, metrics); closing instead of removing "
+            f"adds {rm['close_cost_kit_us']:.0f} µs (same `Session` object), "
             f"removing it on a plain `create_engine` {rm['removal_cost_plain_engine_us']:.0f} µs "
-            f"(two `ROLLBACK`s); one bare `ROLLBACK` round trip is "
+            f"(two `ROLLBACK`s); a `ROLLBACK` with no transaction open costs "
             f"{rm['rollback_round_trip_us']:.0f} µs."
         )
     faults = results.get("faults")

@@ -57,6 +57,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     rm = results["removal"]
     assert rm["query_session_kept_us"] > 0 and rm["rollback_round_trip_us"] > 0
     assert rm["query_then_remove_kit_us"] > 0 and rm["query_then_close_kit_us"] > 0
+    assert rm["query_then_remove_without_rollback_us"] > 0
 
     st = results["statements"]
     assert st["bare"]["GET /"] == ["SELECT"]
