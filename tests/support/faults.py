@@ -82,7 +82,7 @@ class _Pair:
             # Stalled: hold both sockets open and never read or write again.
             while not self.done:
                 threading.Event().wait(0.5)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: select() on a socket closed meanwhile
             return
         finally:
             if not self.stalled.is_set():
