@@ -187,6 +187,12 @@ class LocalMariaDB:
         self.stop()
         self.start_server()
 
+    def app_connection_count(self) -> int:
+        rows = self.execute(
+            f"SELECT COUNT(*) FROM information_schema.processlist WHERE user = '{self.user}'"
+        )
+        return int(str(rows[0][0]))
+
     def kill_app_connections(self) -> int:
         """KILL every connection of the app user; returns how many."""
         rows = self.execute(
