@@ -7,10 +7,10 @@ What it guarantees, and why each piece is here:
 * stale-connection detection on checkout, cheapest check first: a connection older than
   ``pool_recycle`` is replaced outright (SQLAlchemy's own recycle); a socket the server
   closed (``wait_timeout``, ``KILL``, restart) is seen by a zero-timeout ``poll()`` with
-  no round trip; only a
-  connection idle longer than ``ping_after_idle`` pays for a ping, and that ping gives up
-  after ``ping_timeout`` so a vanished or stalled peer costs about a second, not TCP's
-  15 minutes. Busy connections are never pinged, so the guard is free under load;
+  no round trip; only a connection idle longer than ``ping_after_idle`` pays for a ping,
+  and that ping gives up after ``ping_timeout`` so a vanished or stalled peer costs about
+  a second, not TCP's 15 minutes. Busy connections are never pinged, so the guard is free
+  under load;
 * bounded waits: the TCP connect and the handshake are bounded by ``connect_timeout``,
   queries by ``read_timeout``/``write_timeout``, so no request outlives Gunicorn's timeout;
 * the session is removed after every request, and rolled back first on error, so one

@@ -79,9 +79,7 @@ class _Pair:
                     if not data:
                         return
                     peers[sock].sendall(data)
-            # Stalled: hold both sockets open and never read or write again.
-            while not self.done:
-                threading.Event().wait(0.5)
+            # Stalled: leave both sockets open (close() ends them) and never touch them again.
         except (OSError, ValueError):  # ValueError: select() on a socket closed meanwhile
             return
         finally:
