@@ -14,27 +14,17 @@ from tests.support.servers import GunicornServer, LocalMariaDB, migrate, start_m
 WAIT_TIMEOUT = 2
 
 
-def _mariadb(factory: pytest.TempPathFactory, wait_timeout: int) -> Iterator[LocalMariaDB]:
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMariaDB]:
     db = start_mariadb(
-        factory.mktemp(f"mariadb-wait{wait_timeout}"),
-        options={"wait_timeout": wait_timeout, "interactive_timeout": wait_timeout},
+        tmp_path_factory.mktemp("mariadb"),
+        options={"wait_timeout": WAIT_TIMEOUT, "interactive_timeout": WAIT_TIMEOUT},
     )
     try:
         migrate(db.url)
         yield db
     finally:
         db.stop()
-
-
-@pytest.fixture(scope="session")
-def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMariaDB]:
-    yield from _mariadb(tmp_path_factory, WAIT_TIMEOUT)
-
-
-@pytest.fixture(scope="session")
-def mariadb_wait3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMariaDB]:
-    """The issue's acceptance server: wait_timeout=3 (the probe and the repeated cycles)."""
-    yield from _mariadb(tmp_path_factory, 3)
 
 
 @pytest.fixture

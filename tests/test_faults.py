@@ -8,6 +8,7 @@ which must fail (so the test can fail), once with the kit, which must answer eve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from tests.conftest import WAIT_TIMEOUT, AppFactory
 from tests.support.faults import StallProxy
 from tests.support.scenarios import SCENARIOS, FaultContext, Outcome, run_scenario
-from tests.support.servers import GunicornServer, LocalMariaDB
+from tests.support.servers import GunicornServer, LocalMariaDB, migrate, start_mariadb
 
 pytestmark = pytest.mark.slow
 
@@ -52,17 +53,28 @@ def test_naive_configuration_fails(
     assert result.after.failures > 0, f"the naive setup survived {scenario}: {result.after}"
 
 
-def test_repeated_cycles_against_wait_timeout_3(
-    mariadb_wait3: LocalMariaDB, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def mariadb_3s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMariaDB]:
+    db = start_mariadb(
+        tmp_path_factory.mktemp("mariadb3"),
+        options={"wait_timeout": 3, "interactive_timeout": 3},
+    )
+    try:
+        migrate(db.url)
+        yield db
+    finally:
+        db.stop()
+
+
+def test_repeated_cycles_against_wait_timeout_3(mariadb_3s: LocalMariaDB, tmp_path: Path) -> None:
     """The issue's acceptance run: one Gunicorn, every fault twice, 0 non-2xx, none > 2 s."""
-    proxy = StallProxy(mariadb_wait3.port)  # every connection goes through it, so all faults apply
-    url = mariadb_wait3.url.replace(f":{mariadb_wait3.port}/", f":{proxy.port}/")
+    proxy = StallProxy(mariadb_3s.port)  # every connection goes through it, so all faults apply
+    url = mariadb_3s.url.replace(f":{mariadb_3s.port}/", f":{proxy.port}/")
     server = GunicornServer({"DATABASE_URL": url, "DB_IDLE_TIMEOUT": "3"}, tmp_path / "g.log")
     total = Outcome()
     try:
         server.start()
-        ctx = FaultContext(mariadb_wait3, server.url, 3, proxy)
+        ctx = FaultContext(mariadb_3s, server.url, 3, proxy)
         for _ in range(2):
             for scenario in SCENARIOS:
                 result = run_scenario(scenario, ctx)

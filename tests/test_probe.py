@@ -6,16 +6,28 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.faults import StallProxy, established_client_ports
-from tests.support.servers import ROOT, VENV_BIN, LocalMariaDB
+from tests.support.servers import ROOT, VENV_BIN, LocalMariaDB, start_mariadb
 
 pytestmark = pytest.mark.slow
 
 WAIT_TIMEOUT = 3
+
+
+@pytest.fixture(scope="module")
+def mariadb3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMariaDB]:
+    """A server of our own with wait_timeout=3 (the shared one has 2)."""
+    db = start_mariadb(
+        tmp_path_factory.mktemp("mariadb3"),
+        options={"wait_timeout": WAIT_TIMEOUT, "interactive_timeout": WAIT_TIMEOUT},
+    )
+    yield db
+    db.stop()
 
 
 def probe(url: str, *args: str) -> subprocess.Popen[str]:
@@ -35,13 +47,9 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, dict[str, object], str]:
     return proc.returncode, json.loads(stdout), stderr
 
 
-def test_reports_the_servers_wait_timeout_as_a_server_side_close(
-    mariadb_wait3: LocalMariaDB,
-) -> None:
+def test_reports_the_servers_wait_timeout_as_a_server_side_close(mariadb3: LocalMariaDB) -> None:
     started = time.monotonic()
-    code, report, progress = finish(
-        probe(mariadb_wait3.url, "--max-seconds", "6", "--parallel", "4")
-    )
+    code, report, progress = finish(probe(mariadb3.url, "--max-seconds", "6", "--parallel", "4"))
     assert code == 0, progress
     assert report["cause"] == "server_close", report
     survived = report["survived"]
@@ -63,11 +71,11 @@ def stall_when_idle(proxy: StallProxy, connections: int) -> int:
 
 
 def test_reports_a_silent_drop_through_a_proxy_that_stops_forwarding(
-    mariadb_wait3: LocalMariaDB, tmp_path: Path
+    mariadb3: LocalMariaDB, tmp_path: Path
 ) -> None:
-    proxy = StallProxy(mariadb_wait3.port)
+    proxy = StallProxy(mariadb3.port)
     try:
-        url = mariadb_wait3.url.replace(f":{mariadb_wait3.port}/", f":{proxy.port}/")
+        url = mariadb3.url.replace(f":{mariadb3.port}/", f":{proxy.port}/")
         proc = probe(url, "--max-seconds", "4", "--parallel", "4", "--probe-timeout", "1.5")
         # Once round 1's connections are idle, the proxy silently stops forwarding them
         # (no RST, no FIN), as an expired NAT or firewall entry does.
