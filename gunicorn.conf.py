@@ -168,28 +168,19 @@ atexit.register(_remove_default_metrics_dir)
 
 
 def when_ready(server: Any) -> None:
-    from app.settings import Settings
+    from app.rules import Value, gunicorn_outlasts_query
+    from app.settings import SETTINGS, Settings
 
     s = Settings.from_env()
-    if server.cfg.timeout <= s.read_timeout:
-        # A worker killed mid-query loses the request; the query must time out first.
-        raise SystemExit(
-            f"GUNICORN_TIMEOUT={server.cfg.timeout} must exceed DB_READ_TIMEOUT="
-            f"{s.read_timeout:g}: raise GUNICORN_TIMEOUT or lower DB_READ_TIMEOUT"
-        )
+    problem = gunicorn_outlasts_query(
+        Value("GUNICORN_TIMEOUT", server.cfg.timeout), s.value("read_timeout")
+    )
+    if problem:
+        raise SystemExit(str(problem))
+    # Every setting in force, so the journal shows what this master runs with.
+    in_force = " ".join(str(s.value(row.key)) for row in SETTINGS if row.kind != "url")
     server.log.info(
-        "database %s: idle_timeout=%ss pool_recycle=%ss ping_after_idle=%ss ping_timeout=%ss "
-        "connect_timeout=%ss read_timeout=%ss pool=%s+%s per worker x %s workers",
-        s.url_without_password,
-        s.idle_timeout,
-        s.pool_recycle,
-        s.ping_after_idle,
-        s.ping_timeout,
-        s.connect_timeout,
-        s.read_timeout,
-        s.pool_size,
-        s.max_overflow,
-        server.cfg.workers,
+        "database %s: %s; %s workers", s.url_without_password, in_force, server.cfg.workers
     )
 
 

@@ -1,51 +1,156 @@
-"""Database settings, read once from the environment and checked before anything connects.
+"""Database settings: one table, read once from the environment, checked before anything connects.
 
-Every knob the engine uses lives here so the app, ``gunicorn.conf.py`` and the operator
-tools (``kit doctor``) read the same values the same way. A bad value stops start-up with
-one line that names the variable and says what to change.
+``SETTINGS`` is the single source of every ``DB_*`` setting: its environment variable, default,
+bounds, meaning and the Ansible variable that sets it. ``Settings.from_env`` reads them from
+it; the README's settings table is generated from it (``kit settings --markdown``); a test
+fails when the README, the app role's defaults or its EnvironmentFile disagree with it. How
+settings must relate to each other, and to Gunicorn, nginx and the server, is in
+:mod:`app.rules`. A bad value stops start-up with one line that names the variable and says
+what to change.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from app import rules
+from app.rules import Value, default_recycle, fmt
+
+URL_FORM = "mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE"
+SUPPORTED_SCHEMES = ("mysql+pymysql",)
 
 
 class SettingsError(ValueError):
     """A setting is missing or wrong; the message is one line that says what to change."""
 
 
-# MySQL's own default wait_timeout: what applies when nobody has tuned anything.
-DEFAULT_IDLE_TIMEOUT = 28800.0
-# Recycle this share of the idle timeout early so clock skew and a slow request never
-# hand out a connection the server is about to drop (PythonAnywhere: 300 s -> 270 s).
-RECYCLE_SHARE = 0.9
-SUPPORTED_SCHEMES = ("mysql+pymysql",)
+@dataclass(frozen=True)
+class Setting:
+    key: str  # the attribute of Settings
+    env: str  # the environment variable
+    kind: Literal["url", "seconds", "count"]
+    # None: required (DATABASE_URL) or derived from another setting (DB_POOL_RECYCLE).
+    default: float | None
+    minimum: float
+    meaning: str
+    # The app role's variable that sets it (ansible/roles/app/defaults/main.yml).
+    role_var: str
+    # How the README states a default that is not a plain number.
+    default_text: str = ""
+
+    def read(self, env: Mapping[str, str], name: str) -> float | None:
+        """The value from ``env``: an int for a count; None when unset and there is no default."""
+        raw = env.get(self.env, "").strip()
+        if not raw:
+            return self.default
+        kind = "a whole number" if self.kind == "count" else "a number of seconds"
+        try:
+            value = float(int(raw)) if self.kind == "count" else float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} is not {kind}: set it to {kind}") from None
+        if not math.isfinite(value) or value < self.minimum:
+            minimum = fmt(self.minimum)
+            raise SettingsError(f"{name}={raw} is too small: set it to at least {minimum}")
+        return int(value) if self.kind == "count" else value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "database_url", "DATABASE_URL", "url", None, 0,
+        f"`{URL_FORM}`",
+        "app_db_host, app_db_port, app_db_name, app_db_user, app_db_password",
+        default_text="(required)",
+    ),
+    Setting(
+        "idle_timeout", "DB_IDLE_TIMEOUT", "seconds", 28800, 1,
+        "the smallest idle limit on the path: MySQL's `wait_timeout` (28800 is its default), "
+        "or a firewall/NAT/load balancer/proxy in between if lower (`kit probe-idle` "
+        "measures it)",
+        "app_db_idle_timeout",
+    ),
+    Setting(
+        "pool_recycle", "DB_POOL_RECYCLE", "seconds", None, 1,
+        "replace pooled connections older than this; must be below `DB_IDLE_TIMEOUT`",
+        "app_db_pool_recycle",
+        default_text=f"{fmt(rules.RECYCLE_SHARE * 100)} % of `DB_IDLE_TIMEOUT`",
+    ),
+    Setting(
+        "pool_size", "DB_POOL_SIZE", "count", 5, 1,
+        "connections each worker keeps",
+        "app_db_pool_size",
+    ),
+    Setting(
+        "max_overflow", "DB_MAX_OVERFLOW", "count", 5, 0,
+        "extra connections a worker may open under bursts",
+        "app_db_max_overflow",
+    ),
+    Setting(
+        "pool_timeout", "DB_POOL_TIMEOUT", "seconds", 2, 0.1,
+        "seconds a request waits for a free pooled connection before a 503",
+        "app_db_pool_timeout",
+    ),
+    Setting(
+        "connect_timeout", "DB_CONNECT_TIMEOUT", "seconds", 2, 0.1,
+        "seconds for the TCP connect and the MySQL handshake: how long a request waits "
+        "while the database is unreachable",
+        "app_db_connect_timeout",
+    ),
+    Setting(
+        "read_timeout", "DB_READ_TIMEOUT", "seconds", 30, 0.1,
+        "socket bound for reading a query's answer: a hung server costs this much, a normal "
+        "query never reaches it; must stay below `GUNICORN_TIMEOUT`",
+        "app_db_read_timeout",
+    ),
+    Setting(
+        "write_timeout", "DB_WRITE_TIMEOUT", "seconds", 30, 0.1,
+        "socket bound for sending a query",
+        "app_db_write_timeout",
+    ),
+    Setting(
+        "ping_after_idle", "DB_PING_AFTER_IDLE", "seconds", 1, 0,
+        "a connection idle longer than this is pinged before use; busier ones are not",
+        "app_db_ping_after_idle",
+    ),
+    Setting(
+        "ping_timeout", "DB_PING_TIMEOUT", "seconds", 1, 0.1,
+        "how long that ping (and `/readyz`) waits: the cost of a vanished or stalled peer; "
+        "at most `DB_READ_TIMEOUT`",
+        "app_db_ping_timeout",
+    ),
+)  # fmt: skip
+
+BY_KEY = {s.key: s for s in SETTINGS}
+
+# Names a setting goes by: the environment variable (the app, doctor) or the Ansible
+# variable (the preflight).
+Namer = Callable[[Setting], str]
+
+
+def env_name(setting: Setting) -> str:
+    return setting.env
 
 
 @dataclass(frozen=True)
 class Settings:
+    """The database settings in force; field for field the rows of ``SETTINGS``."""
+
     database_url: str
-    # The smallest idle limit on the path: MySQL's wait_timeout or a middlebox's.
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
-    # Age after which SQLAlchemy replaces a pooled connection; always < idle_timeout.
-    pool_recycle: float = DEFAULT_IDLE_TIMEOUT * RECYCLE_SHARE
-    pool_size: int = 5
-    max_overflow: int = 5
-    # How long a request waits for a free pooled connection before it gets a 503.
-    pool_timeout: float = 2.0
-    # TCP connect; bounds how long a request waits while the database is unreachable.
-    connect_timeout: float = 2.0
-    # Socket read/write for queries: bounds a hung server without capping normal queries.
-    read_timeout: float = 30.0
-    write_timeout: float = 30.0
-    # A connection that sat idle longer than this is pinged before use ...
-    ping_after_idle: float = 1.0
-    # ... and the ping gives up after this long (a vanished or stalled peer).
-    ping_timeout: float = 1.0
+    idle_timeout: float
+    pool_recycle: float
+    pool_size: int
+    max_overflow: int
+    pool_timeout: float
+    connect_timeout: float
+    read_timeout: float
+    write_timeout: float
+    ping_after_idle: float
+    ping_timeout: float
 
     @property
     def url_without_password(self) -> str:
@@ -55,119 +160,70 @@ class Settings:
         user = f"{parts.username}@" if parts.username else ""
         return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
-    def as_env(self) -> dict[str, str]:
-        """The settings as environment variables (what a worker or tool would be given)."""
-        return {ENV_NAMES[f.name]: str(getattr(self, f.name)) for f in fields(self)}
+    def value(self, key: str, name: Namer = env_name) -> Value:
+        """A setting as a rule's operand, named the way the reader knows it."""
+        return Value(name(BY_KEY[key]), float(getattr(self, key)))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, name: Namer = env_name) -> Settings:
         env = os.environ if environ is None else environ
-        url = _url(env)
-        idle = _number(env, "DB_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT, minimum=1)
-        if "DB_POOL_RECYCLE" in env:
-            recycle = _number(env, "DB_POOL_RECYCLE", 0, minimum=1)
-            if recycle >= idle:
-                raise SettingsError(
-                    f"DB_POOL_RECYCLE={_fmt(recycle)} must be below DB_IDLE_TIMEOUT={_fmt(idle)}: "
-                    "lower DB_POOL_RECYCLE or unset it to use "
-                    f"{_fmt(default_recycle(idle))}"
-                )
-        else:
-            recycle = default_recycle(idle)
-        settings = cls(
-            database_url=url,
-            idle_timeout=idle,
-            pool_recycle=recycle,
-            pool_size=int(_number(env, "DB_POOL_SIZE", 5, minimum=1, integer=True)),
-            max_overflow=int(_number(env, "DB_MAX_OVERFLOW", 5, minimum=0, integer=True)),
-            pool_timeout=_number(env, "DB_POOL_TIMEOUT", 2.0, minimum=0.1),
-            connect_timeout=_number(env, "DB_CONNECT_TIMEOUT", 2.0, minimum=0.1),
-            read_timeout=_number(env, "DB_READ_TIMEOUT", 30.0, minimum=0.1),
-            write_timeout=_number(env, "DB_WRITE_TIMEOUT", 30.0, minimum=0.1),
-            ping_after_idle=_number(env, "DB_PING_AFTER_IDLE", 1.0, minimum=0),
-            ping_timeout=_number(env, "DB_PING_TIMEOUT", 1.0, minimum=0.1),
-        )
-        if settings.ping_timeout > settings.read_timeout:
-            raise SettingsError(
-                f"DB_PING_TIMEOUT={_fmt(settings.ping_timeout)} must not exceed "
-                f"DB_READ_TIMEOUT={_fmt(settings.read_timeout)}: lower DB_PING_TIMEOUT"
-            )
+        values: dict[str, Any] = {"database_url": _url(env, name(BY_KEY["database_url"]))}
+        for setting in SETTINGS:
+            if setting.kind != "url":
+                values[setting.key] = setting.read(env, name(setting))
+        if values["pool_recycle"] is None:
+            values["pool_recycle"] = default_recycle(values["idle_timeout"])
+        settings = cls(**values)
+        problems = settings.problems(name)
+        if problems:
+            raise SettingsError(str(problems[0]))
         return settings
 
-
-ENV_NAMES = {
-    "database_url": "DATABASE_URL",
-    "idle_timeout": "DB_IDLE_TIMEOUT",
-    "pool_recycle": "DB_POOL_RECYCLE",
-    "pool_size": "DB_POOL_SIZE",
-    "max_overflow": "DB_MAX_OVERFLOW",
-    "pool_timeout": "DB_POOL_TIMEOUT",
-    "connect_timeout": "DB_CONNECT_TIMEOUT",
-    "read_timeout": "DB_READ_TIMEOUT",
-    "write_timeout": "DB_WRITE_TIMEOUT",
-    "ping_after_idle": "DB_PING_AFTER_IDLE",
-    "ping_timeout": "DB_PING_TIMEOUT",
-}
+    def problems(self, name: Namer = env_name) -> list[rules.Problem]:
+        """The rules between the settings themselves."""
+        value = functools.partial(self.value, name=name)
+        found = [
+            rules.recycle_below_idle(value("pool_recycle"), value("idle_timeout")),
+            rules.ping_within_read(value("ping_timeout"), value("read_timeout")),
+        ]
+        return [p for p in found if p is not None]
 
 
-def default_recycle(idle_timeout: float) -> float:
-    """The recycle age used when DB_POOL_RECYCLE is unset: 90 % of the idle timeout."""
-    recycle = idle_timeout * RECYCLE_SHARE
-    # Whole seconds read better in logs; keep fractions only for tiny test timeouts.
-    return float(math.floor(recycle)) if recycle >= 10 else round(recycle, 3)
-
-
-def _fmt(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _url(env: Mapping[str, str]) -> str:
+def _url(env: Mapping[str, str], name: str) -> str:
     url = env.get("DATABASE_URL", "").strip()
     if not url:
-        raise SettingsError(
-            "DATABASE_URL is not set: set it to mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE"
-        )
+        raise SettingsError(f"{name} is not set: set it to {URL_FORM}")
     parts = urlsplit(url)
     if parts.scheme not in SUPPORTED_SCHEMES:
         raise SettingsError(
-            f"DATABASE_URL scheme {parts.scheme or '(none)'!r} is not supported: "
-            "use mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE"
+            f"{name} scheme {parts.scheme or '(none)'!r} is not supported: use {URL_FORM}"
         )
     if not parts.hostname:
-        raise SettingsError(
-            "DATABASE_URL has no host: use mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE"
-        )
+        raise SettingsError(f"{name} has no host: use {URL_FORM}")
     try:
         parts.port  # noqa: B018 - urlsplit validates the port lazily
     except ValueError:
         raise SettingsError(
-            f"DATABASE_URL has an invalid port in {parts.netloc.rsplit('@', 1)[-1]!r}: "
+            f"{name} has an invalid port in {parts.netloc.rsplit('@', 1)[-1]!r}: "
             "use a port from 1 to 65535, as in mysql+pymysql://USER:PASSWORD@HOST:3306/DATABASE"
         ) from None
     if not parts.path.strip("/"):
         raise SettingsError(
-            "DATABASE_URL names no database: add /DATABASE after the host, "
+            f"{name} names no database: add /DATABASE after the host, "
             "for example mysql+pymysql://app:secret@127.0.0.1:3306/app"
         )
     return url
 
 
-def _number(
-    env: Mapping[str, str],
-    name: str,
-    default: float,
-    *,
-    minimum: float,
-    integer: bool = False,
-) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return float(default)
-    kind = "a whole number" if integer else "a number of seconds"
-    try:
-        value = float(int(raw)) if integer else float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not {kind}: set it to {kind}") from None
-    if not math.isfinite(value) or value < minimum:
-        raise SettingsError(f"{name}={raw} is too small: set it to at least {_fmt(minimum)}")
-    return value
+def markdown_table() -> str:
+    """The README's settings table, generated from ``SETTINGS``."""
+    lines = [
+        "| variable | default | at least | Ansible variable | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        default = s.default_text or f"`{fmt(s.default or 0)}`"
+        minimum = "" if s.kind == "url" else fmt(s.minimum)
+        role_vars = ", ".join(f"`{v}`" for v in s.role_var.split(", "))
+        lines.append(f"| `{s.env}` | {default} | {minimum} | {role_vars} | {s.meaning} |")
+    return "\n".join(lines) + "\n"
