@@ -31,7 +31,7 @@ from typing import TextIO
 import pymysql
 
 from app.settings import Settings
-from kit.doctor import connect
+from kit.database import connect
 
 ALIVE = "alive"
 SERVER_CLOSE = "server_close"

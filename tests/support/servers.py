@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import requests
+
 from kit.localdb import LocalMariaDB, free_port
 from kit.localdb import start as start_mariadb
 

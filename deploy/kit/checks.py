@@ -1,0 +1,231 @@
+"""``kit doctor``'s judgements: pure functions from what was read (:mod:`kit.facts`) to rows.
+
+Each row is PASS, WARN or FAIL, what was found, and the fix. Where a row applies one of the
+kit's rules (:mod:`app.rules`), the rule decides and words the finding; this module only
+picks the row's name and severity, and adds what the host shows as context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import CodeType
+from typing import Any
+
+from app import rules
+from app.rules import Value, fmt
+from app.settings import Settings
+from kit.facts import GunicornFacts, ServerFacts
+
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+
+# The kit's gunicorn.conf.py reads these variables; the operator changes them there.
+TIMEOUT, GRACEFUL, WORKERS = "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_WORKERS"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+def judged(name: str, problem: rules.Problem | None, ok: str, severity: str = FAIL) -> Check:
+    """A row from a rule's verdict: ``ok`` when it holds, its finding and fix when not."""
+    if problem is None:
+        return Check(name, PASS, ok)
+    return Check(name, severity, problem.found, problem.fix)
+
+
+def settings_check(settings: Settings) -> Check:
+    return Check(
+        "settings",
+        PASS,
+        f"{settings.url_without_password}: {settings.value('idle_timeout')} "
+        f"{settings.value('pool_recycle')} {settings.value('ping_after_idle')} "
+        f"{settings.value('ping_timeout')}",
+    )
+
+
+# --- the database server ------------------------------------------------------------------
+
+
+def wait_timeout_check(settings: Settings, facts: ServerFacts) -> Check:
+    wait = Value("wait_timeout", float(facts.session_vars["wait_timeout"]))
+    gwait = float(facts.global_vars["wait_timeout"])
+    ginteractive = float(facts.global_vars["interactive_timeout"])
+    found = (
+        f"server wait_timeout: SESSION {fmt(wait.value)} s (what the app's connections get), "
+        f"GLOBAL {fmt(gwait)} s; interactive_timeout {fmt(ginteractive)} s (CLI clients only)"
+    )
+    recycle, idle = settings.value("pool_recycle"), settings.value("idle_timeout")
+    problem = rules.server_outlasts_recycle(wait, recycle, idle)
+    if problem is not None:
+        detail = f"{found}; {problem.found}"
+        return Check("wait_timeout vs DB_POOL_RECYCLE", FAIL, detail, problem.fix)
+    if idle.value > wait.value:
+        return Check(
+            "wait_timeout vs DB_IDLE_TIMEOUT",
+            WARN,
+            f"{found}; {idle} is above it ({recycle} is still below)",
+            f"set {idle.name}={fmt(wait.value)} so the configuration says what is in force",
+        )
+    return Check("wait_timeout vs DB_POOL_RECYCLE", PASS, f"{found}; {recycle} is below it")
+
+
+def max_connections_check(settings: Settings, facts: ServerFacts, workers: int | None) -> Check:
+    max_conn = Value("max_connections", int(facts.global_vars["max_connections"]))
+    connected = int(facts.status.get("Threads_connected", "0"))
+    if workers is None:
+        return Check(
+            "max_connections",
+            WARN,
+            f"{max_conn}, Threads_connected={connected}; Gunicorn's worker count is unknown",
+            "pass --gunicorn-config so the worker count can be checked",
+        )
+    pools = rules.Pools(
+        Value(WORKERS, workers), settings.value("pool_size"), settings.value("max_overflow")
+    )
+    detail = (
+        f"{workers} workers x (DB_POOL_SIZE {settings.pool_size} + DB_MAX_OVERFLOW "
+        f"{settings.max_overflow}) = {pools.connections} connections per app host at most; "
+        f"{max_conn}, Threads_connected={connected} now"
+    )
+    problem = rules.enough_connections(max_conn, [pools], headroom=0)
+    if problem is not None:
+        return Check("max_connections", FAIL, f"{detail}; {problem.found}", problem.fix)
+    if rules.enough_connections(max_conn, [pools, pools], headroom=0) is not None:
+        return Check(
+            "max_connections",
+            WARN,
+            detail + "; two app hosts would not fit",
+            f"raise max_connections to at least hosts x {pools.connections} plus admin headroom",
+        )
+    return Check("max_connections", PASS, detail)
+
+
+def abort_checks(facts: ServerFacts) -> list[Check]:
+    aborted_clients = int(facts.status.get("Aborted_clients", "0"))
+    aborted_connects = int(facts.status.get("Aborted_connects", "0"))
+    uptime = int(facts.status.get("Uptime", "0"))
+    # Aborted_clients also counts every idle connection the server closed at wait_timeout,
+    # which the kit survives by design: it is context for the runbook, not a failure.
+    checks = [
+        Check(
+            "Aborted_clients",
+            PASS,
+            f"{aborted_clients} connections dropped by the server (wait_timeout, KILL, or "
+            f"clients that vanished) in {uptime} s of uptime; a rise overnight is the "
+            "incident's server-side trace, and the kit replaces such connections",
+        )
+    ]
+    if aborted_connects:
+        checks.append(
+            Check(
+                "Aborted_connects",
+                WARN,
+                f"{aborted_connects} failed connection attempts in {uptime} s of uptime "
+                "(bad password, handshake over connect_timeout, or max_connections reached)",
+                "look for 'Access denied' or 'Too many connections' in the server's error log",
+            )
+        )
+    else:
+        checks.append(Check("Aborted_connects", PASS, "no failed connection attempts"))
+    return checks
+
+
+def server_checks(settings: Settings, facts: ServerFacts, workers: int | None) -> list[Check]:
+    return [
+        wait_timeout_check(settings, facts),
+        max_connections_check(settings, facts, workers),
+        *abort_checks(facts),
+    ]
+
+
+# --- Gunicorn, nginx and systemd ---------------------------------------------------------
+
+
+def _names(code: CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _names(const)
+    return names
+
+
+def hook_disposes(hook: Any) -> bool:
+    """Does a ``post_fork`` hook dispose of the engine (``dispose`` / ``dispose_after_fork``)?"""
+    code = getattr(hook, "__code__", None)
+    return isinstance(code, CodeType) and any("dispose" in n for n in _names(code))
+
+
+def post_fork_check(g: GunicornFacts, path: Path) -> Check:
+    name = "preload_app + post_fork"
+    if not g.preload_app:
+        return Check(name, PASS, f"{path}: preload_app is off: each worker connects on its own")
+    if g.post_fork is None:
+        return Check(
+            name,
+            FAIL,
+            f"{path}: preload_app = True but no post_fork hook: every worker shares the "
+            "connections the master opened ('Command Out of Sync', 2014)",
+            "add the kit's hook: def post_fork(server, worker): "
+            "from app.db import dispose_after_fork; dispose_after_fork(server.app.wsgi())",
+        )
+    if not hook_disposes(g.post_fork):
+        return Check(
+            name,
+            FAIL,
+            f"{path}: preload_app = True and post_fork does not dispose the engine",
+            "call app.db.dispose_after_fork(server.app.wsgi()) (engine.dispose(close="
+            "False)) in post_fork",
+        )
+    return Check(name, PASS, f"{path}: preload_app = True and post_fork disposes the engine")
+
+
+def gunicorn_checks(settings: Settings, g: GunicornFacts, path: Path) -> list[Check]:
+    timeout, read = Value(TIMEOUT, g.timeout), settings.value("read_timeout")
+    return [
+        post_fork_check(g, path),
+        judged(
+            "Gunicorn timeout vs DB_READ_TIMEOUT",
+            rules.gunicorn_outlasts_query(timeout, read),
+            f"{timeout} is above {read}",
+        ),
+    ]
+
+
+def _file_check(
+    name: str, path: Path, value: Value | None, rule: Callable[[Value], rules.Problem | None]
+) -> Check:
+    """A timeout read from a file, judged by ``rule`` (a WARN: the app itself still works)."""
+    if value is None:
+        return Check(name, WARN, f"{path}: cannot read the value", "write it in seconds, e.g. 65s")
+    problem = rule(value)
+    if problem is None:
+        return Check(name, PASS, f"{path}: {value} agrees with Gunicorn's timeouts")
+    return Check(name, WARN, f"{path}: {problem.found}", problem.fix)
+
+
+def nginx_check(path: Path, proxy_read: float | None, g: GunicornFacts) -> Check:
+    value = None if proxy_read is None else Value("proxy_read_timeout", proxy_read)
+    return _file_check(
+        "nginx proxy_read_timeout",
+        path,
+        value,
+        lambda v: rules.proxy_outlasts_gunicorn(
+            v, Value(TIMEOUT, g.timeout), Value(GRACEFUL, g.graceful_timeout)
+        ),
+    )
+
+
+def systemd_check(path: Path, stop: float | None, g: GunicornFacts) -> Check:
+    value = None if stop is None else Value("TimeoutStopSec", stop)
+    return _file_check(
+        "systemd TimeoutStopSec",
+        path,
+        value,
+        lambda v: rules.stop_outlasts_graceful(v, Value(GRACEFUL, g.graceful_timeout)),
+    )
