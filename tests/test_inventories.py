@@ -98,12 +98,27 @@ def test_example_inventory_passes_preflight() -> None:
         ({"vault_db_password": ""}, "db_password is not set"),
         (
             {"app_db_pool_recycle": 350},
-            "app_db_pool_recycle=350 must be below the idle timeout 350",
+            "app1, app2: app_db_pool_recycle=350 must be below app_db_idle_timeout=350: "
+            "lower app_db_pool_recycle or unset it to use 315",
         ),
         ({"app_gunicorn_workers": 9}, "raise mysql_max_connections to at least 190"),
         ({"nginx_proxy_read_timeout": 30}, "raise nginx_proxy_read_timeout"),
         ({"app_gunicorn_timeout": 20}, "raise app_gunicorn_timeout"),
         ({"db_idle_timeout": "soon"}, "db_idle_timeout=soon is not a positive number"),
+        (
+            {"app_db_idle_timeout": 7200},
+            "db1, app1, app2: app_db_pool_recycle=6480 is not below the server's "
+            "mysql_wait_timeout=3600",
+        ),
+        (
+            {"app_timeout_stop_sec": 30},
+            "app1, app2: app_timeout_stop_sec=30 is not above app_gunicorn_graceful_timeout=30",
+        ),
+        (
+            {"app_gunicorn_workers": "four"},
+            "app1, app2: app_gunicorn_workers='four' is not a whole number",
+        ),
+        ({"app_db_ping_timeout": 40}, "app_db_ping_timeout=40 must not exceed"),
     ],
 )
 def test_inconsistent_example_inventory_names_what_to_change(

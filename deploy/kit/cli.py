@@ -2,69 +2,29 @@
 
     kit doctor [--env-file F] [--gunicorn-config gunicorn.conf.py] [--json]
     kit probe-idle [--env-file F] [--max-seconds N] [--parallel K] [--json]
+    kit settings [--env-file F] [--markdown]
+    kit check-inventory < inventory.json        (the Ansible preflight runs it)
 
-Both read the app's own settings (``app.settings``), from the environment or from the
+They read the app's own settings (``app.settings``), from the environment or from the
 service's ``EnvironmentFile``, so they judge exactly what the app will run with.
-Exit codes: 0 all good, 1 a check failed (doctor) or the probe could not run,
+Exit codes: 0 all good, 1 a check failed or the probe could not run,
 2 bad input (a setting, a flag or the env file), with one line saying what to change.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
-from app.settings import Settings, SettingsError
+from app.settings import markdown_table
+from kit.environment import describe, load_environment, load_settings
+from kit.errors import UsageError
 
 DEFAULT_ENV_FILE = "/etc/idle-proof/app.env"
 DEFAULT_NGINX_CONF = "/etc/nginx/idle-proof/server.conf"
 DEFAULT_SYSTEMD_UNIT = "/etc/systemd/system/idle-proof.service"
-
-
-class UsageError(Exception):
-    """Bad input: the message is one line that says what to change."""
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a systemd ``EnvironmentFile``: KEY=VALUE lines, # or ; comments, quotes."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise UsageError(
-            f"--env-file {path}: {exc.strerror or exc}: pass the service's EnvironmentFile"
-        ) from None
-    env: dict[str, str] = {}
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line[0] in "#;":
-            continue
-        key, sep, value = line.removeprefix("export ").partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key.isidentifier():
-            raise UsageError(f"{path}:{number}: expected KEY=VALUE, got {line[:40]!r}")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        env[key] = value
-    return env
-
-
-def load_environment(env_file: Path | None) -> dict[str, str]:
-    """The process environment, overlaid with the env file as systemd would do."""
-    env = dict(os.environ)
-    if env_file is not None:
-        env.update(read_env_file(env_file))
-    return env
-
-
-def load_settings(env: Mapping[str, str]) -> Settings:
-    try:
-        return Settings.from_env(env)
-    except SettingsError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def _positive(text: str) -> float:
@@ -178,6 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="stop once the limit is known this closely (default: 1 s or 5 %% of it)",
     )
+
+    settings = sub.add_parser(
+        "settings",
+        parents=[common],
+        help="show every DB_* setting in force, its default and where it came from",
+        description="One line per setting of the table in app/settings.py: the value the "
+        "app would run with and whether it is set or the default. --markdown prints the "
+        "table itself (the README's settings section is generated from it).",
+    )
+    settings.add_argument(
+        "--markdown", action="store_true", help="print the settings table as Markdown"
+    )
+
+    sub.add_parser(
+        "check-inventory",
+        help="apply the kit's rules to a whole inventory (JSON on stdin; the Ansible "
+        "preflight runs it)",
+        description="Reads the hosts' values as JSON on stdin (see kit/inventory.py), prints "
+        "one line per problem naming the Ansible variable to change; exit 1 on any.",
+    )
     return parser
 
 
@@ -185,8 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "check-inventory":
+            from kit import inventory
+
+            return inventory.run(sys.stdin, sys.stdout)
+        if args.command == "settings" and args.markdown:
+            print(markdown_table(), end="")
+            return 0
         env = load_environment(args.env_file)
         settings = load_settings(env)
+        if args.command == "settings":
+            print(describe(settings, env))
+            return 0
         if args.command == "doctor":
             from kit import doctor
 
