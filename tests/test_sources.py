@@ -1,0 +1,115 @@
+"""One source for every setting: what restates the table in app/settings.py must agree with it.
+
+The README's settings table, the app role's defaults, its EnvironmentFile and its preflight,
+the mysql role's idle timeouts, and the canonical files (gunicorn.conf.py, the systemd unit,
+nginx's include) either come from the table and the rules or are checked here against them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import runpy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app import rules
+from app.rules import Value
+from app.settings import SETTINGS, markdown_table
+from kit import facts
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLES = ROOT / "ansible" / "roles"
+ROWS = [s for s in SETTINGS if s.kind != "url"]
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def test_readme_settings_table_is_generated_from_the_table() -> None:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"<!-- settings:start[^\n]*-->\n(.*?)<!-- settings:end -->", readme, re.S)
+    assert found, "README.md lost its settings markers"
+    assert found.group(1) == markdown_table(), (
+        "README.md's settings table is stale: replace it with the output of "
+        "`kit settings --markdown`"
+    )
+
+
+@pytest.mark.parametrize("setting", ROWS, ids=[s.env for s in ROWS])
+def test_app_role_default_agrees_with_the_table(setting: Any) -> None:
+    defaults = load(ROLES / "app" / "defaults" / "main.yml")
+    assert setting.role_var in defaults, f"{setting.role_var} is missing from the app role"
+    role_default = defaults[setting.role_var]
+    if setting.default is None:
+        assert role_default == "", f"{setting.role_var}: empty means the app derives it"
+    else:
+        assert float(role_default) == setting.default, (
+            f"{setting.role_var}: {role_default} in the app role, {setting.default} in "
+            "app/settings.py: change the role's default to the table's"
+        )
+
+
+def test_app_role_environment_file_sets_each_setting_from_its_variable() -> None:
+    role_vars = load(ROLES / "app" / "vars" / "main.yml")
+    environment = role_vars["app_environment_base"]
+    for setting in ROWS:
+        if setting.key == "pool_recycle":  # written only when set: app_environment_recycle
+            assert setting.role_var in role_vars["app_environment_recycle"]
+            continue
+        assert environment.get(setting.env) == f"{{{{ {setting.role_var} }}}}", setting.env
+
+
+def test_app_role_preflight_records_every_setting() -> None:
+    tasks = load(ROLES / "app" / "tasks" / "preflight.yml")
+    recorded = next(t for t in tasks if "app_preflight" in t.get("ansible.builtin.set_fact", {}))
+    keys = set(recorded["ansible.builtin.set_fact"]["app_preflight"])
+    assert {s.role_var for s in ROWS} <= keys
+
+
+def test_server_idle_defaults_are_mysqls_and_the_apps() -> None:
+    mysql = load(ROLES / "mysql" / "defaults" / "main.yml")
+    idle = next(s for s in SETTINGS if s.key == "idle_timeout")
+    assert mysql["mysql_wait_timeout"] == mysql["mysql_interactive_timeout"] == idle.default
+
+
+def gunicorn_defaults() -> dict[str, Any]:
+    """gunicorn.conf.py's values with no GUNICORN_* variable set (the environment, which the
+    file also writes to, is restored afterwards)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GUNICORN_")}
+    with facts.environment(clean):
+        return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+
+
+def test_app_role_gunicorn_timeouts_are_gunicorn_confs() -> None:
+    defaults = load(ROLES / "app" / "defaults" / "main.yml")
+    conf = gunicorn_defaults()
+    assert defaults["app_gunicorn_timeout"] == conf["timeout"]
+    assert defaults["app_gunicorn_graceful_timeout"] == conf["graceful_timeout"]
+
+
+def test_canonical_files_obey_the_rules_with_the_defaults() -> None:
+    conf = gunicorn_defaults()
+    timeout = Value("GUNICORN_TIMEOUT", conf["timeout"])
+    graceful = Value("GUNICORN_GRACEFUL_TIMEOUT", conf["graceful_timeout"])
+    read = Value("DB_READ_TIMEOUT", next(s.default for s in SETTINGS if s.key == "read_timeout"))
+    nginx_include = ROOT / "nginx" / "idle-proof" / "server.conf"
+    proxy_read = facts.read_proxy_read_timeout(nginx_include)
+    stop = facts.read_timeout_stop_sec(ROOT / "systemd" / "idle-proof.service")
+    assert proxy_read is not None and stop is not None
+    nginx_role = load(ROLES / "nginx" / "defaults" / "main.yml")
+    for problem in (
+        rules.gunicorn_outlasts_query(timeout, read),
+        rules.proxy_outlasts_gunicorn(Value("proxy_read_timeout", proxy_read), timeout, graceful),
+        rules.proxy_outlasts_gunicorn(
+            Value("nginx_proxy_read_timeout", nginx_role["nginx_proxy_read_timeout"]),
+            timeout,
+            graceful,
+        ),
+        rules.stop_outlasts_graceful(Value("TimeoutStopSec", stop), graceful),
+    ):
+        assert problem is None, str(problem)
