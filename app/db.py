@@ -32,8 +32,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
-from sqlalchemy.pool import PoolResetState
 
+from app.connection import KitConnection, begin_before_writes
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -143,48 +143,24 @@ def create_engine(settings: Settings, guard: ConnectionGuard | None = None) -> E
         pool_recycle=settings.pool_recycle,
         # The guard replaces pool_pre_ping: same safety, no round trip on busy connections.
         pool_pre_ping=False,
-        # end_transactions_once() below decides when a returned connection needs a ROLLBACK.
-        pool_reset_on_return=None,
         connect_args={
             # PyMySQL applies read_timeout to the handshake too; on_connect widens it after.
             "connect_timeout": settings.connect_timeout,
             "read_timeout": settings.connect_timeout,
             "write_timeout": settings.connect_timeout,
             "charset": "utf8mb4",
+            # Reads outside transactions, writes in one (app/connection.py).
+            "autocommit": True,
         },
     )
+
+    @event.listens_for(engine, "do_connect")
+    def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> KitConnection:
+        return KitConnection(*cargs, **cparams)
+
+    event.listen(engine, "before_cursor_execute", begin_before_writes)
     (guard or ConnectionGuard(settings)).attach(engine)
-    end_transactions_once(engine)
     return engine
-
-
-def end_transactions_once(engine: Engine) -> None:
-    """One ROLLBACK per request, not two.
-
-    Removing the session rolls its transaction back; the pool then rolls back again on
-    return, because SQLAlchemy only trusts a transaction that ``Connection.close()`` itself
-    ended. That second ROLLBACK is a wasted round trip on every request. So track whether a
-    transaction is open on each pooled connection, and roll back on return only when it is
-    (or when nobody knows: a connection used outside a ``Connection``).
-    """
-
-    def began(conn: sqlalchemy.Connection) -> None:
-        conn.connection.info["in_transaction"] = True
-
-    def ended(conn: sqlalchemy.Connection) -> None:
-        if not (conn.closed or conn.invalidated):
-            conn.connection.info["in_transaction"] = False
-
-    def reset(dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
-        # pop: the next user of this connection starts as "unknown" again.
-        in_transaction = record.info.pop("in_transaction", True)
-        if in_transaction and not state.transaction_was_reset:
-            dbapi_connection.rollback()
-
-    event.listen(engine, "begin", began)
-    event.listen(engine, "commit", ended)
-    event.listen(engine, "rollback", ended)
-    event.listen(engine, "reset", reset)
 
 
 class Database:
@@ -223,6 +199,14 @@ class Database:
         ``close=False`` leaves the parent's sockets alone (SQLAlchemy 2's recommended form).
         """
         self.engine.dispose(close=False)
+
+    def start_transaction(self) -> None:
+        """Open the request's transaction now, so the reads that follow share one snapshot.
+
+        Without it each read runs in autocommit and sees the latest committed data; the
+        first write opens the transaction by itself (app/connection.py).
+        """
+        self.session.connection().connection.dbapi_connection.begin()  # type: ignore[union-attr]
 
     @contextmanager
     def quick_connection(self) -> Iterator[sqlalchemy.Connection]:

@@ -128,27 +128,45 @@ def global_status(mariadb: LocalMariaDB, name: str) -> int:
     return int(str(rows[0][1]))
 
 
-def test_one_rollback_per_request_not_two(mariadb: LocalMariaDB) -> None:
-    """The session's ROLLBACK ends the transaction; the pool must not send a second one."""
+def test_a_read_is_one_round_trip(mariadb: LocalMariaDB) -> None:
+    """GET / sends its SELECT and nothing else: no BEGIN, no ROLLBACK, no COMMIT."""
     from app import create_app
 
     app = create_app(Settings.from_env({"DATABASE_URL": mariadb.url, "DB_IDLE_TIMEOUT": "60"}))
     client = app.test_client()
     client.get("/")  # connect first: the dialect's own set-up statements are not counted
-    before = global_status(mariadb, "Com_rollback")
+    names = ("Com_select", "Com_begin", "Com_commit", "Com_rollback")
+    before = {name: global_status(mariadb, name) for name in names}
     for _ in range(20):
         assert client.get("/").status_code == 200
-    assert global_status(mariadb, "Com_rollback") - before == 20
+    sent = {name: global_status(mariadb, name) - before[name] for name in names}
+    assert sent == {"Com_select": 20, "Com_begin": 0, "Com_commit": 0, "Com_rollback": 0}
+    app.extensions["db"].engine.dispose()
+
+
+def test_a_write_is_one_transaction(mariadb: LocalMariaDB) -> None:
+    """POST /notes: BEGIN before the INSERT, then COMMIT; nothing is left to roll back."""
+    from app import create_app
+
+    app = create_app(Settings.from_env({"DATABASE_URL": mariadb.url, "DB_IDLE_TIMEOUT": "60"}))
+    client = app.test_client()
+    client.get("/")
+    names = ("Com_begin", "Com_insert", "Com_commit", "Com_rollback")
+    before = {name: global_status(mariadb, name) for name in names}
+    for i in range(10):
+        assert client.post("/notes", json={"text": f"tx {i}"}).status_code == 201
+    sent = {name: global_status(mariadb, name) - before[name] for name in names}
+    assert sent == {"Com_begin": 10, "Com_insert": 10, "Com_commit": 10, "Com_rollback": 0}
     app.extensions["db"].engine.dispose()
 
 
 def test_a_transaction_left_open_is_still_rolled_back_on_return(mariadb: LocalMariaDB) -> None:
     database, _ = make_db(mariadb.url, DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0")
-    with database.engine.connect() as conn:  # leaves "no transaction open" on the record
+    with database.engine.connect() as conn:  # a read: no transaction on the server
         conn.execute(text("SELECT 1"))
-        conn.rollback()
     raw = database.engine.raw_connection()  # the same pooled connection, SQLAlchemy not watching
     with raw.cursor() as cur:
+        cur.execute("BEGIN")
         cur.execute("INSERT INTO notes (text) VALUES ('left open')")
     raw.close()  # back to the pool with the INSERT uncommitted: the reset must roll it back
     with database.engine.connect() as conn:

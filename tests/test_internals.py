@@ -8,45 +8,20 @@ from __future__ import annotations
 
 import inspect
 import time
+from typing import Any
 
 import pymysql
 import pytest
 import sqlalchemy
 from sqlalchemy import event, text
-from sqlalchemy.events import PoolEvents
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import PoolResetState
 
+from app.connection import KitConnection
 from tests.support.servers import LocalMariaDB
 
 PYMYSQL = f"PyMySQL {pymysql.__version__}"
 SQLALCHEMY = f"SQLAlchemy {sqlalchemy.__version__}"
-
-
-def test_pymysql_applies_the_timeout_attributes_at_each_read_and_write() -> None:
-    connection = pymysql.connections.Connection
-    read = inspect.getsource(connection._read_bytes)
-    write = inspect.getsource(connection._write_bytes)
-    assert "self._read_timeout" in read, (
-        f"{PYMYSQL} no longer reads Connection._read_timeout in _read_bytes: revisit "
-        "app/db.py socket_timeouts() and ConnectionGuard.on_connect (ping and query bounds)"
-    )
-    assert "self._write_timeout" in write, (
-        f"{PYMYSQL} no longer reads Connection._write_timeout in _write_bytes: revisit "
-        "app/db.py socket_timeouts() and ConnectionGuard.on_connect"
-    )
-
-
-def test_sqlalchemy_reset_event_tells_whether_the_transaction_was_reset() -> None:
-    assert "transaction_was_reset" in dir(PoolResetState), (
-        f"{SQLALCHEMY}: PoolResetState.transaction_was_reset is gone: revisit app/db.py "
-        "end_transactions_once() (the pool may roll back twice, or never)"
-    )
-    params = list(inspect.signature(PoolEvents.reset).parameters)
-    assert params[1:] == ["dbapi_connection", "connection_record", "reset_state"], (
-        f"{SQLALCHEMY} changed the pool 'reset' event's arguments ({params}): revisit "
-        "app/db.py end_transactions_once()"
-    )
 
 
 def test_sqlalchemy_dispose_can_leave_the_parents_connections_open() -> None:
@@ -79,29 +54,65 @@ def test_pymysql_socket_and_timeouts_on_a_live_connection(mariadb: LocalMariaDB)
 
 
 @pytest.mark.slow
-def test_sqlalchemy_pool_events_the_guard_uses(mariadb: LocalMariaDB) -> None:
-    engine = sqlalchemy.create_engine(mariadb.url, pool_reset_on_return=None, pool_size=1)
-    resets: list[bool] = []
+def test_pymysql_reports_an_open_transaction_in_every_reply(mariadb: LocalMariaDB) -> None:
+    conn = KitConnection(unix_socket=str(mariadb.socket_path), user="root", autocommit=True)
+    try:
+        message = (
+            f"{PYMYSQL}: Connection.server_status no longer follows the server's transaction "
+            "flags: revisit app/connection.py KitConnection.in_transaction (a read would pay "
+            "a ROLLBACK, or a write's transaction would never end)"
+        )
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert not conn.in_transaction, message
+            conn.begin()
+            assert conn.in_transaction, message
+            cur.execute("SELECT 1")
+            assert conn.in_transaction, message
+            conn.commit()
+            assert not conn.in_transaction, message
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_sqlalchemy_hooks_the_engine_uses(mariadb: LocalMariaDB) -> None:
+    engine = sqlalchemy.create_engine(mariadb.url, pool_size=1, connect_args={"autocommit": True})
+    made: list[KitConnection] = []
+    cursors: list[object] = []
+    rollbacks: list[bool] = []
     refused: list[int] = []
+
+    @event.listens_for(engine, "do_connect")
+    def connect(dialect: object, record: object, cargs: Any, cparams: Any) -> KitConnection:
+        made.append(KitConnection(*cargs, **cparams))
+        return made[-1]
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def before(conn: object, cursor: Any, *args: object) -> None:
+        cursors.append(cursor.connection)
 
     @event.listens_for(engine, "reset")
     def on_reset(dbapi_connection: object, record: object, state: PoolResetState) -> None:
-        resets.append(state.transaction_was_reset)
+        rollbacks.append(True)
 
     @event.listens_for(engine, "checkout")
-    def on_checkout(dbapi_connection: object, record: object, proxy: object) -> None:
-        if len(refused) == 1 and not record.info.get("refused"):  # type: ignore[attr-defined]
+    def on_checkout(dbapi_connection: object, record: Any, proxy: object) -> None:
+        if len(refused) == 1 and not record.info.get("refused"):
             refused.append(2)
-            record.info["refused"] = True  # type: ignore[attr-defined]
+            record.info["refused"] = True
             raise DisconnectionError("pinned: refuse once")
 
     try:
         with engine.connect() as conn:
             first = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
-        assert resets, (
-            f"{SQLALCHEMY}: the pool's 'reset' event no longer fires with "
-            "pool_reset_on_return=None: revisit app/db.py end_transactions_once() (a "
-            "transaction left open would stay open in the pool)"
+        assert made and cursors[-1] is made[-1], (
+            f"{SQLALCHEMY}: the connection a 'do_connect' listener returns is no longer the "
+            "one cursors run on: revisit app/db.py create_engine() and app/connection.py"
+        )
+        assert rollbacks, (
+            f"{SQLALCHEMY}: the pool no longer resets (rolls back) a returned connection: "
+            "revisit app/connection.py (a transaction left open would stay open)"
         )
         refused.append(1)
         with engine.connect() as conn:
