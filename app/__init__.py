@@ -12,6 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from app import metrics
+from app.connection import CommitOutcomeUnknown
 from app.db import Database
 from app.settings import Settings
 
@@ -26,7 +27,7 @@ def create_app(settings: Settings | None = None, environ: Mapping[str, str] | No
     settings = settings or Settings.from_env(environ)
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    db = Database(settings, on_replace=metrics.connection_replaced, on_ping=metrics.count_ping)
+    db = Database(settings, metrics.PrometheusObserver())
     metrics.instrument(db.engine)
     db.init_app(app)
 
@@ -43,7 +44,15 @@ def register_error_handlers(app: Flask) -> None:
     def database_unavailable(exc: Exception) -> ResponseReturnValue:
         log.warning("database unavailable: %s", str(exc).splitlines()[0])
         metrics.count_unavailable(exc)
-        body = jsonify(error="database_unavailable", message="the database is not reachable")
+        if isinstance(getattr(exc, "orig", None), CommitOutcomeUnknown):
+            # Not retried (it could run twice): the client must look before it tries again.
+            body = jsonify(
+                error="commit_outcome_unknown",
+                message="the connection to the database was lost while the change was being "
+                "committed: it may or may not have been saved; check before sending it again",
+            )
+        else:
+            body = jsonify(error="database_unavailable", message="the database is not reachable")
         return body, 503, {"Retry-After": str(RETRY_AFTER)}
 
     def http_error(exc: HTTPException) -> ResponseReturnValue:

@@ -21,8 +21,12 @@ or returning a connection to the pool, is free.
 
 from __future__ import annotations
 
+import errno
 import re
+import select
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pymysql
@@ -40,11 +44,27 @@ def is_plain_read(statement: str) -> bool:
     return bool(_PLAIN_READ.match(statement)) and not _LOCKING_READ.search(statement)
 
 
+class CommitOutcomeUnknown(pymysql.err.OperationalError):
+    """The connection died while COMMIT was on its way: the transaction may or may not have
+    committed, so the request must not be retried (it could run twice)."""
+
+
 class KitConnection(pymysql.connections.Connection):
-    """A PyMySQL connection that ends a transaction only when one is open."""
+    """A PyMySQL connection that ends a transaction only when one is open, and remembers
+    who it is on the server (to end its thread there if it is lost)."""
 
     # Set by PyMySQL from every reply (not in its type stubs).
     server_status: int | None
+    # From the server's greeting: our thread on the server (not in PyMySQL's type stubs).
+    server_thread_id: tuple[int]
+    # "ip:port" of our end, as the server's processlist shows it; "" over a unix socket.
+    client_address: str = ""
+
+    def remember_address(self) -> None:
+        sock = getattr(self, "_sock", None)
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            host, port = sock.getsockname()[:2]
+            self.client_address = f"{host}:{port}"
 
     @property
     def in_transaction(self) -> bool:
@@ -58,8 +78,17 @@ class KitConnection(pymysql.connections.Connection):
         return not autocommit or bool(status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
 
     def commit(self) -> None:
-        if self.in_transaction:
+        if not self.in_transaction:
+            return
+        try:
             super().commit()
+        except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
+            if exc.args and exc.args[0] not in LOST:
+                raise  # the server answered: it did not commit
+            raise CommitOutcomeUnknown(
+                2013,  # CR_SERVER_LOST: SQLAlchemy invalidates the connection
+                f"lost the connection during COMMIT, which may or may not have committed ({exc})",
+            ) from exc
 
     def rollback(self) -> None:
         if self.in_transaction:
@@ -93,3 +122,73 @@ def watch_for_dead_peer(sock: socket.socket | None, net_timeout: float) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, probes)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(net_timeout * 1000))
+
+
+_POLL_EVENTS = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+
+
+def socket_is_quiet(dbapi_connection: Any) -> bool:
+    """True when nothing is waiting on an idle connection's socket.
+
+    Between requests the server has nothing to say; readable data, EOF or an error means it
+    closed the connection (MariaDB sends a FIN, MySQL 8 first sends error 4031), or the
+    kernel gave up on the peer (keepalive). A zero-timeout poll sees that locally, without
+    a round trip, for plain and TLS sockets.
+    """
+    sock = getattr(dbapi_connection, "_sock", None)
+    if sock is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), _POLL_EVENTS)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
+
+
+@contextmanager
+def socket_timeouts(dbapi_connection: Any, seconds: float) -> Iterator[None]:
+    """Temporarily bound PyMySQL's socket reads and writes to ``seconds``."""
+    saved = dbapi_connection._read_timeout, dbapi_connection._write_timeout
+    dbapi_connection._read_timeout = dbapi_connection._write_timeout = seconds
+    try:
+        yield
+    finally:
+        dbapi_connection._read_timeout, dbapi_connection._write_timeout = saved
+
+
+# How a connection died under a statement, read from the error PyMySQL raised.
+CLOSED = "closed_by_server"  # EOF or reset: wait_timeout, KILL, a restart
+NETWORK = "network"  # the kernel gave up on the peer: crashed host, forgotten flow
+QUERY_TIMEOUT = "query_timeout"  # DB_READ/WRITE_TIMEOUT ran out: a slow query, a stalled peer
+FAILOVER = "failover"  # the server turned read-only or is shutting down
+# MySQL client errors that mean the connection is gone (CR_SERVER_GONE_ERROR, _LOST, ...);
+# 0 is PyMySQL's "(0, '')" on a socket it already closed.
+LOST = {0, 2006, 2013, 2014, 2045, 2055, 4031}
+# Read-only after a switchover (ER_OPTION_PREVENTS_STATEMENT with --read-only,
+# ER_READ_ONLY_MODE) and ER_SERVER_SHUTDOWN: this server will not take our writes.
+FAILOVER_CODES = {1290, 1836, 1053}
+_NETWORK_ERRNOS = {errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+
+
+def death_cause(error: BaseException, disconnect: bool) -> str | None:
+    """Why a statement's connection is no longer usable; None when it still is.
+
+    ``disconnect`` is SQLAlchemy's verdict on the error. PyMySQL raises its error while
+    handling the socket's own, which stays attached as ``__context__``: a timeout with no
+    errno is our own query bound, ETIMEDOUT and the unreachables are the kernel's verdict
+    on the peer.
+    """
+    code = error.args[0] if error.args else None
+    if code in FAILOVER_CODES:
+        return FAILOVER
+    if not disconnect:
+        return None
+    socket_error = error.__context__
+    while socket_error is not None and not isinstance(socket_error, OSError):
+        socket_error = socket_error.__context__  # through CommitOutcomeUnknown
+    if isinstance(socket_error, TimeoutError) and socket_error.errno is None:
+        return QUERY_TIMEOUT
+    if isinstance(socket_error, OSError) and socket_error.errno in _NETWORK_ERRNOS:
+        return NETWORK
+    return CLOSED

@@ -4,15 +4,14 @@ What it guarantees, and why each piece is here:
 
 * fork safety: Gunicorn's ``post_fork`` calls :meth:`Database.dispose_after_fork`, and a
   connection that still crosses a fork is dropped without touching the parent's socket;
-* stale-connection detection on checkout, cheapest check first: a connection older than
-  ``pool_recycle`` is replaced outright (SQLAlchemy's own recycle); a socket the server
-  closed (``wait_timeout``, ``KILL``, restart) is seen by a zero-timeout ``poll()`` with
-  no round trip; only a connection idle longer than ``ping_after_idle`` pays for a ping,
-  and that ping gives up after ``ping_timeout`` so a vanished or stalled peer costs about
-  a second, not TCP's 15 minutes. Busy connections are never pinged, so the guard is free
-  under load;
-* bounded waits: the TCP connect and the handshake are bounded by ``connect_timeout``,
-  queries by ``read_timeout``/``write_timeout``, so no request outlives Gunicorn's timeout;
+* no dead connection reaches a request: the guard checks each checkout, cheapest check
+  first, and busy connections cost nothing (app/guard.py);
+* bounded waits: the TCP connect and the handshake by ``connect_timeout``, a dead peer by
+  ``net_timeout`` (the kernel's verdict: app/connection.py), queries by
+  ``read_timeout``/``write_timeout``, so no request outlives Gunicorn's timeout;
+* one round trip per read: autocommit outside writes (app/connection.py);
+* a request whose connection died before anything of it was committed runs once more, on a
+  fresh connection (:meth:`Database.call_retrying`);
 * the session is removed after every request, and rolled back first on error, so one
   failed request never leaves a ``PendingRollbackError`` for the next.
 """
@@ -20,131 +19,76 @@ What it guarantees, and why each piece is here:
 from __future__ import annotations
 
 import logging
-import os
-import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy
+from flask import g, has_app_context
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
-from app.connection import KitConnection, begin_before_writes
+from app import connection as dbapi
+from app.connection import (
+    CommitOutcomeUnknown,
+    KitConnection,
+    begin_before_writes,
+    socket_timeouts,
+    watch_for_dead_peer,
+)
+from app.guard import CAUSES, ConnectionGuard, Observer
 from app.settings import Settings
 
 if TYPE_CHECKING:
     from flask import Flask
 
+__all__ = ["CAUSES", "CommitOutcomeUnknown", "Database", "Observer", "get_db"]
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# Why a pooled connection was thrown away before a request could use it.
-CAUSE_FORK = "inherited_across_fork"
-CAUSE_CLOSED = "closed_by_server"
-CAUSE_PING = "ping_failed"
-CAUSES = (CAUSE_FORK, CAUSE_CLOSED, CAUSE_PING)
-
-_POLL_EVENTS = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+# Deaths worth a second try: the statement never ran to its end on a live server, and the
+# retry costs at most a connect. Not QUERY_TIMEOUT: that query already took its full bound.
+_RETRIED = {dbapi.CLOSED, dbapi.NETWORK, dbapi.FAILOVER}
 
 
-def socket_is_quiet(dbapi_connection: Any) -> bool:
-    """True when nothing is waiting on an idle connection's socket.
+class TimedQueuePool(QueuePool):
+    """SQLAlchemy's QueuePool, reporting how long each checkout took (the wait for a free
+    connection, plus replacing a dead one)."""
 
-    Between requests the server has nothing to say; readable data, EOF or an error means it
-    closed the connection (MariaDB sends a FIN, MySQL 8 first sends error 4031). A
-    zero-timeout poll sees that locally, without a round trip, for plain and TLS sockets.
-    """
-    sock = getattr(dbapi_connection, "_sock", None)
-    if sock is None:
-        return False
-    try:
-        poller = select.poll()
-        poller.register(sock.fileno(), _POLL_EVENTS)
-        return not poller.poll(0)
-    except (OSError, ValueError):
-        return False
+    observer: Observer = Observer()
 
+    def connect(self) -> Any:
+        started = time.monotonic()
+        try:
+            return super().connect()
+        finally:
+            self.observer.waited(time.monotonic() - started)
 
-@contextmanager
-def socket_timeouts(dbapi_connection: Any, seconds: float) -> Iterator[None]:
-    """Temporarily bound PyMySQL's socket reads and writes to ``seconds``."""
-    saved = dbapi_connection._read_timeout, dbapi_connection._write_timeout
-    dbapi_connection._read_timeout = dbapi_connection._write_timeout = seconds
-    try:
-        yield
-    finally:
-        dbapi_connection._read_timeout, dbapi_connection._write_timeout = saved
-
-
-class ConnectionGuard:
-    """Pool event handlers that keep dead connections away from requests."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        on_replace: Callable[[str], None] | None = None,
-        on_ping: Callable[[], None] | None = None,
-    ):
-        self.settings = settings
-        self.on_replace = on_replace or (lambda cause: None)
-        self.on_ping = on_ping or (lambda: None)
-        self.pings = 0
-
-    def attach(self, engine: Engine) -> None:
-        event.listen(engine, "connect", self.on_connect)
-        event.listen(engine, "checkin", self.on_checkin)
-        event.listen(engine, "checkout", self.on_checkout)
-
-    def on_connect(self, dbapi_connection: Any, record: Any) -> None:
-        # The handshake ran under connect_timeout; queries get their own, longer bounds.
-        dbapi_connection._read_timeout = self.settings.read_timeout
-        dbapi_connection._write_timeout = self.settings.write_timeout
-        record.info["pid"] = os.getpid()
-        record.info["idle_since"] = time.monotonic()
-
-    def on_checkin(self, dbapi_connection: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
-
-    def on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if record.info.get("pid") != os.getpid():
-            # The parent process owns this socket: forget it rather than close it, or
-            # the parent's next query would read our COM_QUIT ("Command Out of Sync").
-            record.dbapi_connection = proxy.dbapi_connection = None
-            self._replace(CAUSE_FORK)
-        # Idle past pool_recycle never gets here: SQLAlchemy's recycle (by age, which is
-        # at least the idle time) already replaced it, without a round trip.
-        idle = time.monotonic() - record.info["idle_since"]
-        if not socket_is_quiet(dbapi_connection):
-            self._replace(CAUSE_CLOSED)
-        if idle >= self.settings.ping_after_idle:
-            self.pings += 1
-            self.on_ping()
-            try:
-                with socket_timeouts(dbapi_connection, self.settings.ping_timeout):
-                    dbapi_connection.ping(reconnect=False)
-            except Exception as exc:
-                self._replace(CAUSE_PING, str(exc))
-
-    def _replace(self, cause: str, detail: str = "") -> None:
-        self.on_replace(cause)
-        log.info("replacing pooled connection: %s %s", cause, detail)
-        raise DisconnectionError(f"{cause} {detail}".strip())
+    def recreate(self) -> QueuePool:
+        pool = super().recreate()  # dispose() builds a new pool: keep reporting
+        pool.observer = self.observer  # type: ignore[attr-defined]
+        return pool
 
 
 def create_engine(settings: Settings, guard: ConnectionGuard | None = None) -> Engine:
+    guard = guard or ConnectionGuard(settings)
     engine = sqlalchemy.create_engine(
         settings.database_url,
+        poolclass=TimedQueuePool,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout,
-        pool_recycle=settings.pool_recycle,
+        # Replaced by age before the path's idle limit, and before a failover is too old.
+        pool_recycle=min(settings.pool_recycle, settings.max_connection_age),
         # The guard replaces pool_pre_ping: same safety, no round trip on busy connections.
         pool_pre_ping=False,
         connect_args={
-            # PyMySQL applies read_timeout to the handshake too; on_connect widens it after.
+            # PyMySQL applies read_timeout to the handshake too; the guard widens it after.
             "connect_timeout": settings.connect_timeout,
             "read_timeout": settings.connect_timeout,
             "write_timeout": settings.connect_timeout,
@@ -153,35 +97,75 @@ def create_engine(settings: Settings, guard: ConnectionGuard | None = None) -> E
             "autocommit": True,
         },
     )
+    engine.pool.observer = guard.observer  # type: ignore[attr-defined]
 
     @event.listens_for(engine, "do_connect")
     def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> KitConnection:
-        return KitConnection(*cargs, **cparams)
+        conn = KitConnection(*cargs, **cparams)
+        conn.remember_address()
+        watch_for_dead_peer(getattr(conn, "_sock", None), settings.net_timeout)
+        return conn
 
     event.listen(engine, "before_cursor_execute", begin_before_writes)
-    (guard or ConnectionGuard(settings)).attach(engine)
+    guard.attach(engine)
     return engine
 
 
 class Database:
     """Owns the engine and the request-scoped session of one Flask app."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        on_replace: Callable[[str], None] | None = None,
-        on_ping: Callable[[], None] | None = None,
-    ):
+    def __init__(self, settings: Settings, observer: Observer | None = None):
         self.settings = settings
-        self.guard = ConnectionGuard(settings, on_replace, on_ping)
+        self.observer = observer if observer is not None else Observer()
+        self.guard = ConnectionGuard(settings, self.observer)
         self.engine = create_engine(settings, self.guard)
         self.session: scoped_session[Session] = scoped_session(
             sessionmaker(bind=self.engine, expire_on_commit=False)
         )
+        event.listen(self.engine, "commit", self._committing)
 
     def init_app(self, app: Flask) -> None:
         app.extensions["db"] = self
         app.teardown_appcontext(self.remove_session)
+        # Every view, the app's and any added later, runs under call_retrying.
+        dispatch = app.dispatch_request
+        app.dispatch_request = lambda: self.call_retrying(dispatch)  # type: ignore[method-assign]
+
+    def call_retrying(self, view: Callable[[], T]) -> T:
+        """Run ``view``; if its connection died before anything of it was committed, run it
+        once more on a fresh connection.
+
+        Retried: a view whose connection was closed by the server, lost to the network
+        (``DB_NET_TIMEOUT``) or met a failover (read-only, shutting down) before any COMMIT of
+        this request was sent. Nothing of the first run reached the database, so nothing is
+        duplicated, whatever the HTTP method. Not retried: a COMMIT that was under way
+        (:class:`CommitOutcomeUnknown`: it may have committed), a failure after a COMMIT,
+        a query that ran into ``DB_READ_TIMEOUT`` (a stall: a second one would double the
+        wait), a second death, and any SQL error. A view with side effects outside the
+        database (a mail, a call to another service) runs them twice on a retry.
+        """
+        g.db_committed = False
+        try:
+            return view()
+        except DBAPIError as exc:
+            cause = self._retry_cause(exc)
+            if cause is None:
+                raise
+        log.info("retrying the request on a fresh connection: %s", cause)
+        self.observer.retried(cause)
+        self.remove_session()
+        return view()
+
+    def _retry_cause(self, exc: DBAPIError) -> str | None:
+        if exc.orig is None or g.get("db_committed") or isinstance(exc.orig, CommitOutcomeUnknown):
+            return None
+        cause = dbapi.death_cause(exc.orig, exc.connection_invalidated)
+        return cause if cause in _RETRIED else None
+
+    def _committing(self, conn: sqlalchemy.Connection) -> None:
+        """``commit`` event: from here on the request has (maybe) committed something."""
+        if has_app_context():
+            g.db_committed = True
 
     def remove_session(self, exc: BaseException | None = None) -> None:
         """Give the connection back after every request; roll back first on error."""

@@ -22,7 +22,7 @@ import os
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from app.db import CAUSES
+from app.guard import CAUSES, LOST_CAUSES, Observer
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 if MULTIPROC_DIR:
@@ -35,6 +35,8 @@ from prometheus_client import (  # noqa: E402 - must follow the directory check 
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
+    Histogram,
     generate_latest,
     multiprocess,
 )
@@ -65,17 +67,79 @@ UNAVAILABLE = Counter(
     ["error"],
 )
 
+LOST = Counter(
+    "idleproof_db_connections_lost",
+    "Connections that died under a statement, by cause (closed_by_server; network: the "
+    "kernel declared the peer dead after DB_NET_TIMEOUT; query_timeout: DB_READ_TIMEOUT or "
+    "DB_WRITE_TIMEOUT ran out; failover: the server turned read-only or shut down).",
+    ["cause"],
+)
+RETRIES = Counter(
+    "idleproof_db_request_retries",
+    "Requests run a second time on a fresh connection because theirs died before anything "
+    "was committed, by cause.",
+    ["cause"],
+)
+ZOMBIES = Counter(
+    "idleproof_db_zombie_threads_ended",
+    "Server threads of lost connections ended with KILL (they held a transaction and its "
+    "row locks until the server noticed).",
+)
+# Gauges: each worker reports its own pool; livesum adds up the live workers.
+CHECKED_OUT = Gauge(
+    "idleproof_db_connections_checked_out",
+    "Connections handed to requests right now.",
+    multiprocess_mode="livesum",
+)
+POOL_SIZE = Gauge(
+    "idleproof_db_pool_connections",
+    "Connections open in the pools (handed out or idle).",
+    multiprocess_mode="livesum",
+)
+OVERFLOW = Gauge(
+    "idleproof_db_pool_overflow_in_use",
+    "Connections open beyond DB_POOL_SIZE (DB_MAX_OVERFLOW's share).",
+    multiprocess_mode="livesum",
+)
+CHECKOUT_WAIT = Histogram(
+    "idleproof_db_checkout_wait_seconds",
+    "Time from asking the pool for a connection to holding a usable one (waiting for a "
+    "free one, replacing a dead one, a ping).",
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5),
+)
+
 # Every cause is listed from the start with 0, so a rate() query never sees a gap.
 for _cause in CAUSES:
     REPLACED.labels(_cause)
+for _cause in LOST_CAUSES:
+    LOST.labels(_cause)
 
 
-def connection_replaced(cause: str) -> None:
-    REPLACED.labels(cause).inc()
+class PrometheusObserver(Observer):
+    """The engine's reports, as Prometheus samples."""
 
+    def replaced(self, cause: str) -> None:
+        REPLACED.labels(cause).inc()
 
-def count_ping() -> None:
-    PINGS.inc()
+    def lost(self, cause: str) -> None:
+        LOST.labels(cause).inc()
+
+    def pinged(self) -> None:
+        PINGS.inc()
+
+    def zombie_ended(self) -> None:
+        ZOMBIES.inc()
+
+    def retried(self, cause: str) -> None:
+        RETRIES.labels(cause).inc()
+
+    def pool_changed(self, checked_out: int, open_connections: int, overflow: int) -> None:
+        CHECKED_OUT.set(checked_out)
+        POOL_SIZE.set(open_connections)
+        OVERFLOW.set(overflow)
+
+    def waited(self, seconds: float) -> None:
+        CHECKOUT_WAIT.observe(seconds)
 
 
 def count_unavailable(exc: BaseException) -> None:

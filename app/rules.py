@@ -74,11 +74,52 @@ def ping_within_read(ping: Value, read: Value) -> Problem | None:
     return Problem(f"{ping} must not exceed {read}", f"lower {ping.name}")
 
 
-def gunicorn_outlasts_query(timeout: Value, read: Value) -> Problem | None:
-    """A worker killed mid-query loses the request: the query must time out first."""
-    if timeout.value > read.value:
+def net_below_read(net: Value, read: Value) -> Problem | None:
+    """A dead peer must be declared dead before a slow query would time out."""
+    if net.value < read.value:
         return None
-    return Problem(f"{timeout} must exceed {read}", f"raise {timeout.name} or lower {read.name}")
+    return Problem(f"{net} must be below {read}", f"lower {net.name} or raise {read.name}")
+
+
+@dataclass(frozen=True)
+class Waits:
+    """Every bound on how long one request can wait for the database."""
+
+    pool: Value  # a free pooled connection
+    connect: Value  # a new connection: TCP connect and handshake
+    ping: Value  # the ping of a connection that sat idle
+    net: Value  # a peer that died under a query
+    read: Value  # a query's answer
+    write: Value  # sending a query
+
+    @property
+    def longest(self) -> float:
+        """The worst path: wait for a connection, its ping fails, connect anew, the peer
+        dies under the query; the one retry waits for a connection, connects, and runs
+        the query to its bound."""
+        p, c = self.pool.value, self.connect.value
+        return 2 * p + self.ping.value + 2 * c + self.net.value + self.query.value
+
+    @property
+    def query(self) -> Value:
+        """The longer of the two query bounds."""
+        return max(self.read, self.write, key=lambda v: v.value)
+
+    def __str__(self) -> str:
+        parts = f"2 x {self.pool} + {self.ping} + 2 x {self.connect} + {self.net}"
+        return f"{parts} + {self.query}"
+
+
+def gunicorn_outlasts_database(timeout: Value, waits: Waits) -> Problem | None:
+    """A worker killed while it waits on the database loses the request without an answer:
+    every database bound must run out first, so the app answers (503) instead."""
+    if timeout.value > waits.longest:
+        return None
+    return Problem(
+        f"{timeout} must exceed the longest a request can wait on the database, "
+        f"{fmt(waits.longest)} s ({waits})",
+        f"raise {timeout.name} to {fmt(math.floor(waits.longest) + 1)} or lower {waits.query.name}",
+    )
 
 
 def server_outlasts_recycle(wait_timeout: Value, recycle: Value, idle: Value) -> Problem | None:

@@ -24,6 +24,10 @@ from app.rules import Value, default_recycle, fmt
 
 URL_FORM = "mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE"
 SUPPORTED_SCHEMES = ("mysql+pymysql",)
+QUERY_CAP = (
+    "a stalled peer holds a worker this long; a longer query belongs in a job queue, "
+    "not in a web request"
+)
 
 
 class SettingsError(ValueError):
@@ -43,6 +47,16 @@ class Setting:
     role_var: str
     # How the README states a default that is not a plain number.
     default_text: str = ""
+    maximum: float = math.inf
+    why_maximum: str = ""
+
+    @property
+    def bounds(self) -> str:
+        if self.kind == "url":
+            return ""
+        if self.maximum < math.inf:
+            return f"{fmt(self.minimum)} to {fmt(self.maximum)}"
+        return f"≥ {fmt(self.minimum)}"
 
     def read(self, env: Mapping[str, str], name: str) -> float | None:
         """The value from ``env``: an int for a count; None when unset and there is no default."""
@@ -57,6 +71,11 @@ class Setting:
         if not math.isfinite(value) or value < self.minimum:
             minimum = fmt(self.minimum)
             raise SettingsError(f"{name}={raw} is too small: set it to at least {minimum}")
+        if value > self.maximum:
+            maximum = fmt(self.maximum)
+            raise SettingsError(
+                f"{name}={raw} is too large: set it to at most {maximum} ({self.why_maximum})"
+            )
         return int(value) if self.kind == "count" else value
 
 
@@ -103,14 +122,31 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "read_timeout", "DB_READ_TIMEOUT", "seconds", 30, 0.1,
-        "socket bound for reading a query's answer: a hung server costs this much, a normal "
-        "query never reaches it; must stay below `GUNICORN_TIMEOUT`",
+        "socket bound for a query's answer: a stalled server (TCP alive, nothing answers) "
+        "costs this much, the one fault only a query timeout bounds; with the other waits it "
+        "must stay below `GUNICORN_TIMEOUT`",
         "app_db_read_timeout",
+        maximum=300, why_maximum=QUERY_CAP,
     ),
     Setting(
         "write_timeout", "DB_WRITE_TIMEOUT", "seconds", 30, 0.1,
         "socket bound for sending a query",
         "app_db_write_timeout",
+        maximum=300, why_maximum=QUERY_CAP,
+    ),
+    Setting(
+        "net_timeout", "DB_NET_TIMEOUT", "seconds", 5, 2,
+        "seconds of silence after which the kernel declares the database host dead "
+        "(`TCP_USER_TIMEOUT`, keepalive probes): a crashed host or a forgotten firewall/NAT "
+        "flow under a query costs this, then the request is retried once on a new "
+        "connection; a slow query on a live server is never cut; below `DB_READ_TIMEOUT`",
+        "app_db_net_timeout",
+    ),
+    Setting(
+        "max_connection_age", "DB_MAX_CONNECTION_AGE", "seconds", 600, 1,
+        "the longest a pooled connection lives: after a failover, a database name that now "
+        "resolves elsewhere is followed within this, without a restart",
+        "app_db_max_connection_age",
     ),
     Setting(
         "ping_after_idle", "DB_PING_AFTER_IDLE", "seconds", 1, 0,
@@ -149,6 +185,8 @@ class Settings:
     connect_timeout: float
     read_timeout: float
     write_timeout: float
+    net_timeout: float
+    max_connection_age: float
     ping_after_idle: float
     ping_timeout: float
 
@@ -179,12 +217,25 @@ class Settings:
             raise SettingsError(str(problems[0]))
         return settings
 
+    def waits(self, name: Namer = env_name) -> rules.Waits:
+        """The bounds on how long one request can wait for the database."""
+        value = functools.partial(self.value, name=name)
+        return rules.Waits(
+            pool=value("pool_timeout"),
+            connect=value("connect_timeout"),
+            ping=value("ping_timeout"),
+            net=value("net_timeout"),
+            read=value("read_timeout"),
+            write=value("write_timeout"),
+        )
+
     def problems(self, name: Namer = env_name) -> list[rules.Problem]:
         """The rules between the settings themselves."""
         value = functools.partial(self.value, name=name)
         found = [
             rules.recycle_below_idle(value("pool_recycle"), value("idle_timeout")),
             rules.ping_within_read(value("ping_timeout"), value("read_timeout")),
+            rules.net_below_read(value("net_timeout"), value("read_timeout")),
         ]
         return [p for p in found if p is not None]
 
@@ -218,12 +269,11 @@ def _url(env: Mapping[str, str], name: str) -> str:
 def markdown_table() -> str:
     """The README's settings table, generated from ``SETTINGS``."""
     lines = [
-        "| variable | default | at least | Ansible variable | meaning |",
+        "| variable | default | bounds | Ansible variable | meaning |",
         "|---|---|---|---|---|",
     ]
     for s in SETTINGS:
         default = s.default_text or f"`{fmt(s.default or 0)}`"
-        minimum = "" if s.kind == "url" else fmt(s.minimum)
         role_vars = ", ".join(f"`{v}`" for v in s.role_var.split(", "))
-        lines.append(f"| `{s.env}` | {default} | {minimum} | {role_vars} | {s.meaning} |")
+        lines.append(f"| `{s.env}` | {default} | {s.bounds} | {role_vars} | {s.meaning} |")
     return "\n".join(lines) + "\n"

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from app.db import CAUSE_CLOSED, CAUSE_PING, Database
+from app.db import Database
+from app.guard import CAUSE_CLOSED, CAUSE_PING, Observer
 from app.settings import Settings
 from tests.support.faults import StallProxy
 from tests.support.servers import LocalMariaDB
@@ -17,10 +18,17 @@ from tests.support.servers import LocalMariaDB
 pytestmark = pytest.mark.slow
 
 
+class Replaced(Observer, list[str]):
+    """Records the causes of replaced connections."""
+
+    def replaced(self, cause: str) -> None:
+        self.append(cause)
+
+
 def make_db(url: str, **env: str) -> tuple[Database, list[str]]:
-    replaced: list[str] = []
+    replaced = Replaced()
     settings = Settings.from_env({"DATABASE_URL": url, "DB_IDLE_TIMEOUT": "60", **env})
-    return Database(settings, on_replace=replaced.append), replaced
+    return Database(settings, replaced), replaced
 
 
 @pytest.fixture

@@ -52,7 +52,15 @@ def start_gunicorn(**env: str) -> subprocess.CompletedProcess[str]:
         ({}, "configuration error: DATABASE_URL is not set"),
         (
             {"DATABASE_URL": URL, "GUNICORN_TIMEOUT": "20", "DB_READ_TIMEOUT": "30"},
-            "GUNICORN_TIMEOUT=20 must exceed DB_READ_TIMEOUT=30",
+            "GUNICORN_TIMEOUT=20 must exceed the longest a request can wait on the database, "
+            "44 s (2 x DB_POOL_TIMEOUT=2 + DB_PING_TIMEOUT=1 + 2 x DB_CONNECT_TIMEOUT=2 + "
+            "DB_NET_TIMEOUT=5 + DB_READ_TIMEOUT=30): raise GUNICORN_TIMEOUT to 45 or lower "
+            "DB_READ_TIMEOUT",
+        ),
+        (
+            # The connect and ping in front of the query count too (31 s vs 2 + 30 passed).
+            {"DATABASE_URL": URL, "GUNICORN_TIMEOUT": "31", "DB_READ_TIMEOUT": "30"},
+            "GUNICORN_TIMEOUT=31 must exceed the longest a request can wait on the database",
         ),
         ({"DATABASE_URL": URL, "GUNICORN_WORKERS": "four"}, "GUNICORN_WORKERS='four' is not"),
         ({"DATABASE_URL": URL, "GUNICORN_PRELOAD_APP": "maybe"}, "GUNICORN_PRELOAD_APP='maybe'"),

@@ -37,8 +37,9 @@ def test_pymysql_socket_and_timeouts_on_a_live_connection(mariadb: LocalMariaDB)
     try:
         sock = getattr(conn, "_sock", None)
         assert sock is not None and sock.fileno() >= 0, (
-            f"{PYMYSQL}: Connection._sock is not the live socket: revisit app/db.py "
-            "socket_is_quiet() (the zero-round-trip check on checkout)"
+            f"{PYMYSQL}: Connection._sock is not the live socket: revisit "
+            "app/connection.py socket_is_quiet() (the zero-round-trip check on checkout) "
+            "and watch_for_dead_peer()"
         )
         conn._read_timeout = 0.3  # type: ignore[attr-defined]
         started = time.monotonic()
@@ -47,7 +48,7 @@ def test_pymysql_socket_and_timeouts_on_a_live_connection(mariadb: LocalMariaDB)
         took = time.monotonic() - started
         assert took < 2, (
             f"{PYMYSQL}: changing Connection._read_timeout after connect did not bound the "
-            f"next read ({took:.1f} s): revisit app/db.py socket_timeouts()"
+            f"next read ({took:.1f} s): revisit app/connection.py socket_timeouts()"
         )
     finally:
         conn.close()
@@ -119,7 +120,7 @@ def test_sqlalchemy_hooks_the_engine_uses(mariadb: LocalMariaDB) -> None:
             second = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
         assert refused == [1, 2] and second != first, (
             f"{SQLALCHEMY}: raising DisconnectionError in a checkout listener no longer "
-            "makes the pool connect anew: revisit app/db.py ConnectionGuard.on_checkout"
+            "makes the pool connect anew: revisit app/guard.py ConnectionGuard.on_checkout"
         )
     finally:
         engine.dispose()

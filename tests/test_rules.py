@@ -31,6 +31,9 @@ def v(name: str, value: float) -> Value:
     return Value(name, value)
 
 
+WAITS = rules.Waits(v("P", 2), v("C", 2), v("I", 1), v("N", 5), v("R", 30), v("W", 10))
+
+
 @pytest.mark.parametrize(
     ("problem", "expected"),
     [
@@ -41,10 +44,16 @@ def v(name: str, value: float) -> Value:
         ),
         (rules.ping_within_read(v("P", 1), v("T", 1)), None),
         (rules.ping_within_read(v("P", 2), v("T", 1)), "P=2 must not exceed T=1: lower P"),
-        (rules.gunicorn_outlasts_query(v("G", 31), v("T", 30)), None),
+        (rules.net_below_read(v("N", 5), v("T", 30)), None),
         (
-            rules.gunicorn_outlasts_query(v("G", 30), v("T", 30)),
-            "G=30 must exceed T=30: raise G or lower T",
+            rules.net_below_read(v("N", 30), v("T", 30)),
+            "N=30 must be below T=30: lower N or raise T",
+        ),
+        (rules.gunicorn_outlasts_database(v("G", 45), WAITS), None),
+        (
+            rules.gunicorn_outlasts_database(v("G", 44), WAITS),
+            "G=44 must exceed the longest a request can wait on the database, 44 s (2 x P=2 + "
+            "I=1 + 2 x C=2 + N=5 + R=30): raise G to 45 or lower R",
         ),
         (rules.server_outlasts_recycle(v("W", 300), v("R", 270), v("I", 300)), None),
         (
@@ -155,8 +164,9 @@ def logging_hook(server: Any, worker: Any) -> None:
         (gunicorn(post_fork=None), "preload_app + post_fork", FAIL),
         (gunicorn(post_fork=logging_hook), "preload_app + post_fork", FAIL),
         (gunicorn(post_fork=disposing_hook), "preload_app + post_fork", PASS),
-        (gunicorn(timeout=31), "Gunicorn timeout vs DB_READ_TIMEOUT", PASS),
-        (gunicorn(timeout=30), "Gunicorn timeout vs DB_READ_TIMEOUT", FAIL),
+        (gunicorn(timeout=45), "Gunicorn timeout vs database waits", PASS),
+        (gunicorn(timeout=44), "Gunicorn timeout vs database waits", FAIL),
+        (gunicorn(timeout=31), "Gunicorn timeout vs database waits", FAIL),
     ],
 )
 def test_gunicorn_checks(facts: GunicornFacts, name: str, status: str) -> None:

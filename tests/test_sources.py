@@ -18,7 +18,7 @@ import yaml
 
 from app import rules
 from app.rules import Value
-from app.settings import SETTINGS, markdown_table
+from app.settings import SETTINGS, Settings, markdown_table
 from kit import facts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,14 +96,14 @@ def test_canonical_files_obey_the_rules_with_the_defaults() -> None:
     conf = gunicorn_defaults()
     timeout = Value("GUNICORN_TIMEOUT", conf["timeout"])
     graceful = Value("GUNICORN_GRACEFUL_TIMEOUT", conf["graceful_timeout"])
-    read = Value("DB_READ_TIMEOUT", next(s.default for s in SETTINGS if s.key == "read_timeout"))
+    waits = Settings.from_env({"DATABASE_URL": "mysql+pymysql://u@h/d"}).waits()
     nginx_include = ROOT / "nginx" / "idle-proof" / "server.conf"
     proxy_read = facts.read_proxy_read_timeout(nginx_include)
     stop = facts.read_timeout_stop_sec(ROOT / "systemd" / "idle-proof.service")
     assert proxy_read is not None and stop is not None
     nginx_role = load(ROLES / "nginx" / "defaults" / "main.yml")
     for problem in (
-        rules.gunicorn_outlasts_query(timeout, read),
+        rules.gunicorn_outlasts_database(timeout, waits),
         rules.proxy_outlasts_gunicorn(Value("proxy_read_timeout", proxy_read), timeout, graceful),
         rules.proxy_outlasts_gunicorn(
             Value("nginx_proxy_read_timeout", nginx_role["nginx_proxy_read_timeout"]),

@@ -52,10 +52,12 @@ class GunicornServer:
             "GUNICORN_WORKERS": str(workers),
             "GUNICORN_ACCESSLOG": "",
             "GUNICORN_LOGLEVEL": "info",
-            # Short enough that a hung worker is replaced within one test.
-            "GUNICORN_TIMEOUT": "20",
+            # Short enough that a hung worker is replaced within one test, and above every
+            # database wait (2 x 2 + 1 + 2 x 2 + 5 + 10 = 24 s: app/rules.py).
+            "GUNICORN_TIMEOUT": "30",
             "GUNICORN_GRACEFUL_TIMEOUT": "2",
-            "DB_READ_TIMEOUT": "15",
+            "DB_READ_TIMEOUT": "10",
+            "DB_WRITE_TIMEOUT": "10",
             "GUNICORN_MAX_REQUESTS": "0",
             **env,
         }
