@@ -168,13 +168,11 @@ atexit.register(_remove_default_metrics_dir)
 
 
 def when_ready(server: Any) -> None:
-    from app.rules import Value, gunicorn_outlasts_query
+    from app.rules import Value, gunicorn_outlasts_database
     from app.settings import SETTINGS, Settings
 
     s = Settings.from_env()
-    problem = gunicorn_outlasts_query(
-        Value("GUNICORN_TIMEOUT", server.cfg.timeout), s.value("read_timeout")
-    )
+    problem = gunicorn_outlasts_database(Value("GUNICORN_TIMEOUT", server.cfg.timeout), s.waits())
     if problem:
         raise SystemExit(str(problem))
     # Every setting in force, so the journal shows what this master runs with.

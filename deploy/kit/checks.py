@@ -186,13 +186,14 @@ def post_fork_check(g: GunicornFacts, path: Path) -> Check:
 
 
 def gunicorn_checks(settings: Settings, g: GunicornFacts, path: Path) -> list[Check]:
-    timeout, read = Value(TIMEOUT, g.timeout), settings.value("read_timeout")
+    timeout, waits = Value(TIMEOUT, g.timeout), settings.waits()
     return [
         post_fork_check(g, path),
         judged(
-            "Gunicorn timeout vs DB_READ_TIMEOUT",
-            rules.gunicorn_outlasts_query(timeout, read),
-            f"{timeout} is above {read}",
+            "Gunicorn timeout vs database waits",
+            rules.gunicorn_outlasts_database(timeout, waits),
+            f"{timeout} is above the longest a request can wait on the database, "
+            f"{rules.fmt(waits.longest)} s ({waits})",
         ),
     ]
 

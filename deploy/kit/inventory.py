@@ -99,9 +99,8 @@ def problems(inventory: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], st
         except Invalid as exc:
             yield (name,), str(exc)
             continue
-        read = host.settings.value("read_timeout", role_var)
         for problem in (
-            rules.gunicorn_outlasts_query(host.timeout, read),
+            rules.gunicorn_outlasts_database(host.timeout, host.settings.waits(role_var)),
             rules.stop_outlasts_graceful(host.stop, host.graceful),
         ):
             if problem:
