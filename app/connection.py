@@ -127,23 +127,27 @@ def watch_for_dead_peer(sock: socket.socket | None, net_timeout: float) -> None:
 _POLL_EVENTS = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
-def socket_is_quiet(dbapi_connection: Any) -> bool:
-    """True when nothing is waiting on an idle connection's socket.
+def idle_socket_fault(dbapi_connection: Any) -> str | None:
+    """What happened to an idle connection's socket: None when nothing did.
 
     Between requests the server has nothing to say; readable data, EOF or an error means it
-    closed the connection (MariaDB sends a FIN, MySQL 8 first sends error 4031), or the
-    kernel gave up on the peer (keepalive). A zero-timeout poll sees that locally, without
-    a round trip, for plain and TLS sockets.
+    closed the connection (MariaDB sends a FIN, MySQL 8 first sends error 4031): CLOSED. An
+    ETIMEDOUT pending on the socket means the kernel's keepalive gave up on the peer:
+    NETWORK. A zero-timeout poll sees either locally, without a round trip, for plain and
+    TLS sockets.
     """
     sock = getattr(dbapi_connection, "_sock", None)
     if sock is None:
-        return False
+        return CLOSED
     try:
         poller = select.poll()
         poller.register(sock.fileno(), _POLL_EVENTS)
-        return not poller.poll(0)
+        if not poller.poll(0):
+            return None
+        pending = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     except (OSError, ValueError):
-        return False
+        return CLOSED
+    return NETWORK if pending in _NETWORK_ERRNOS else CLOSED
 
 
 @contextmanager

@@ -4,9 +4,9 @@ On every checkout, cheapest check first:
 
 1. a connection that crossed a fork is dropped without touching the parent's socket;
 2. a connection of a generation the network killed (below) is replaced without a ping;
-3. a socket the server closed (``wait_timeout``, ``KILL``, restart), or whose peer the kernel
-   gave up on (keepalive, ``DB_NET_TIMEOUT``), is seen by a zero-timeout ``poll()``, no
-   round trip;
+3. a socket the server closed (``wait_timeout``, ``KILL``, restart: ``closed_by_server``),
+   or whose peer the kernel gave up on (keepalive after ``DB_NET_TIMEOUT``: ``network``),
+   is seen by a zero-timeout ``poll()``, no round trip;
 4. only a connection idle longer than ``ping_after_idle`` pays for a ping, bounded by
    ``ping_timeout``. Busy connections are never pinged: the guard is free under load.
 
@@ -36,7 +36,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
 from app import connection as dbapi
-from app.connection import KitConnection, socket_is_quiet, socket_timeouts
+from app.connection import KitConnection, idle_socket_fault, socket_timeouts
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,10 @@ log = logging.getLogger(__name__)
 # Why a pooled connection was thrown away before a request could use it.
 CAUSE_FORK = "inherited_across_fork"
 CAUSE_CLOSED = dbapi.CLOSED
+CAUSE_NETWORK = dbapi.NETWORK
 CAUSE_PING = "ping_failed"
 CAUSE_GENERATION = "pool_invalidated"
-CAUSES = (CAUSE_FORK, CAUSE_CLOSED, CAUSE_PING, CAUSE_GENERATION)
+CAUSES = (CAUSE_FORK, CAUSE_CLOSED, CAUSE_NETWORK, CAUSE_PING, CAUSE_GENERATION)
 # Why a connection died under a statement.
 LOST_CAUSES = (dbapi.CLOSED, dbapi.NETWORK, dbapi.QUERY_TIMEOUT, dbapi.FAILOVER)
 # Deaths after which the server may still hold the thread (it saw no FIN or reset).
@@ -126,8 +127,10 @@ class ConnectionGuard:
             self._replace(CAUSE_FORK)
         if record.info["connected_at"] < self.condemned_before:
             self._replace(CAUSE_GENERATION)
-        if not socket_is_quiet(dbapi_connection):
-            self._replace(CAUSE_CLOSED)
+        fault = idle_socket_fault(dbapi_connection)
+        if fault is not None:
+            self.died(dbapi_connection, fault)
+            self._replace(fault)
         idle = time.monotonic() - record.info["idle_since"]
         if idle >= self.settings.ping_after_idle:
             self.pings += 1

@@ -38,7 +38,7 @@ def test_pymysql_socket_and_timeouts_on_a_live_connection(mariadb: LocalMariaDB)
         sock = getattr(conn, "_sock", None)
         assert sock is not None and sock.fileno() >= 0, (
             f"{PYMYSQL}: Connection._sock is not the live socket: revisit "
-            "app/connection.py socket_is_quiet() (the zero-round-trip check on checkout) "
+            "app/connection.py idle_socket_fault() (the zero-round-trip check on checkout) "
             "and watch_for_dead_peer()"
         )
         conn._read_timeout = 0.3  # type: ignore[attr-defined]
