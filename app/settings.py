@@ -68,7 +68,9 @@ class Setting:
             value = float(int(raw)) if self.kind == "count" else float(raw)
         except ValueError:
             raise SettingsError(f"{name}={raw!r} is not {kind}: set it to {kind}") from None
-        if not math.isfinite(value) or value < self.minimum:
+        if not math.isfinite(value):
+            raise SettingsError(f"{name}={raw} is not a finite number: set it to {kind}")
+        if value < self.minimum:
             minimum = fmt(self.minimum)
             raise SettingsError(f"{name}={raw} is too small: set it to at least {minimum}")
         if value > self.maximum:
@@ -244,7 +246,10 @@ def _url(env: Mapping[str, str], name: str) -> str:
     url = env.get("DATABASE_URL", "").strip()
     if not url:
         raise SettingsError(f"{name} is not set: set it to {URL_FORM}")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL": a bracket left open
+        raise SettingsError(f"{name} cannot be read ({exc}): use {URL_FORM}") from None
     if parts.scheme not in SUPPORTED_SCHEMES:
         raise SettingsError(
             f"{name} scheme {parts.scheme or '(none)'!r} is not supported: use {URL_FORM}"

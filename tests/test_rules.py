@@ -103,14 +103,16 @@ def test_default_recycle_stays_below_idle(idle: float) -> None:
 # --- kit doctor's judgements --------------------------------------------------------------
 
 
-def server(wait: int = 28800, max_connections: int = 151, aborted_connects: int = 0) -> ServerFacts:
+def server(
+    wait: int = 28800, max_connections: int = 151, aborted_connects: int = 0, user_limit: int = 0
+) -> ServerFacts:
     limits = {
         "wait_timeout": str(wait),
         "interactive_timeout": str(wait),
         "max_connections": str(max_connections),
     }
     status = {"Threads_connected": "3", "Aborted_connects": str(aborted_connects)}
-    return ServerFacts(dict(limits), dict(limits), status)
+    return ServerFacts(dict(limits), dict(limits), status, user_limit)
 
 
 def row(found: list[checks.Check], name: str) -> checks.Check:
@@ -129,6 +131,10 @@ def row(found: list[checks.Check], name: str) -> checks.Check:
         ({}, server(max_connections=60), 4, "max_connections", WARN),  # one host fits
         ({}, server(max_connections=39), 4, "max_connections", FAIL),
         ({}, server(max_connections=151), None, "max_connections", WARN),  # workers unknown
+        ({}, server(user_limit=0), 4, "max_user_connections", PASS),  # no limit
+        ({}, server(user_limit=100), 4, "max_user_connections", PASS),
+        ({}, server(user_limit=50), 4, "max_user_connections", WARN),  # one host of 40 fits
+        ({}, server(user_limit=3), 4, "max_user_connections", FAIL),
         ({}, server(aborted_connects=0), 2, "Aborted_connects", PASS),
         ({}, server(aborted_connects=3), 2, "Aborted_connects", WARN),
     ],
@@ -142,19 +148,17 @@ def test_server_checks(
 
 
 def gunicorn(
-    preload: bool = True, post_fork: Any = None, timeout: int = 60, graceful: int = 30
+    preload: bool = True,
+    post_fork: Any = None,
+    verdict: str = "",
+    timeout: int = 60,
+    graceful: int = 30,
 ) -> GunicornFacts:
-    return GunicornFacts(2, preload, timeout, graceful, post_fork)
+    return GunicornFacts(2, preload, timeout, graceful, post_fork, post_fork_verdict=verdict)
 
 
-def disposing_hook(server: Any, worker: Any) -> None:
-    from app.db import dispose_after_fork
-
-    dispose_after_fork(server.app.wsgi())
-
-
-def logging_hook(server: Any, worker: Any) -> None:
-    server.log.info("forked")
+def hook(server: Any, worker: Any) -> None:
+    """Some post_fork hook: what it does is the verdict's to say (kit.hooks runs it)."""
 
 
 @pytest.mark.parametrize(
@@ -162,8 +166,17 @@ def logging_hook(server: Any, worker: Any) -> None:
     [
         (gunicorn(preload=False), "preload_app + post_fork", PASS),
         (gunicorn(post_fork=None), "preload_app + post_fork", FAIL),
-        (gunicorn(post_fork=logging_hook), "preload_app + post_fork", FAIL),
-        (gunicorn(post_fork=disposing_hook), "preload_app + post_fork", PASS),
+        (
+            gunicorn(post_fork=hook, verdict="post_fork left 1 of 1"),
+            "preload_app + post_fork",
+            FAIL,
+        ),
+        (
+            gunicorn(post_fork=hook, verdict="running post_fork failed"),
+            "preload_app + post_fork",
+            FAIL,
+        ),
+        (gunicorn(post_fork=hook, verdict="disposed"), "preload_app + post_fork", PASS),
         (gunicorn(timeout=45), "Gunicorn timeout vs database waits", PASS),
         (gunicorn(timeout=44), "Gunicorn timeout vs database waits", FAIL),
         (gunicorn(timeout=31), "Gunicorn timeout vs database waits", FAIL),
@@ -175,7 +188,7 @@ def test_gunicorn_checks(facts: GunicornFacts, name: str, status: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("proxy_read", "status"), [(65.0, PASS), (60.0, WARN), (30.0, WARN), (None, WARN)]
+    ("proxy_read", "status"), [(65.0, PASS), (60.0, FAIL), (30.0, FAIL), (0.5, FAIL), (None, FAIL)]
 )
 def test_nginx_check(proxy_read: float | None, status: str) -> None:
     check = checks.nginx_check(Path("server.conf"), proxy_read, gunicorn())
@@ -183,7 +196,7 @@ def test_nginx_check(proxy_read: float | None, status: str) -> None:
     assert status == PASS or check.fix
 
 
-@pytest.mark.parametrize(("stop", "status"), [(35.0, PASS), (30.0, WARN), (None, WARN)])
+@pytest.mark.parametrize(("stop", "status"), [(35.0, PASS), (30.0, FAIL), (None, FAIL)])
 def test_systemd_check(stop: float | None, status: str) -> None:
     check = checks.systemd_check(Path("idle-proof.service"), stop, gunicorn())
     assert check.status == status, check
@@ -191,7 +204,16 @@ def test_systemd_check(stop: float | None, status: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("65s", 65), ("65", 65), ("1m", 60), ("1min 30s", 90), ("1h", 3600), ("soon", None)],
+    [
+        ("65s", 65),
+        ("65", 65),
+        ("1m", 60),
+        ("1min 30s", 90),
+        ("1h", 3600),
+        ("500ms", 0.5),
+        ("soon", None),
+        ("65 s x", None),
+    ],
 )
 def test_durations(text: str, expected: float | None) -> None:
     assert seconds(text) == expected

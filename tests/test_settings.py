@@ -60,6 +60,7 @@ def test_missing_url() -> None:
         ("mysql+pymysql:///app", "has no host"),
         ("mysql+pymysql://u:p@h:99999/app", "invalid port"),
         ("mysql+pymysql://u:p@h:3306", "names no database"),
+        ("mysql+pymysql://u:p@[::1:3306/app", "cannot be read (Invalid IPv6 URL)"),
     ],
 )
 def test_bad_urls(url: str, expected: str) -> None:
@@ -99,13 +100,33 @@ def test_non_integer_counts(name: str) -> None:
         ("DB_MAX_OVERFLOW", "-1"),
         ("DB_CONNECT_TIMEOUT", "-1"),
         ("DB_PING_AFTER_IDLE", "-1"),
-        ("DB_IDLE_TIMEOUT", "nan"),
-        ("DB_IDLE_TIMEOUT", "inf"),
     ],
 )
-def test_negative_and_non_finite_values(name: str, value: str) -> None:
+def test_negative_values(name: str, value: str) -> None:
     message = refused(DATABASE_URL=URL, **{name: value})
     assert message.startswith(f"{name}={value} is too small")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("DB_IDLE_TIMEOUT", "nan"), ("DB_IDLE_TIMEOUT", "inf"), ("DB_READ_TIMEOUT", "inf")],
+)
+def test_non_finite_values(name: str, value: str) -> None:
+    message = refused(DATABASE_URL=URL, **{name: value})
+    assert message == f"{name}={value} is not a finite number: set it to a number of seconds"
+
+
+def test_query_timeouts_are_capped() -> None:
+    message = refused(DATABASE_URL=URL, DB_READ_TIMEOUT="900")
+    assert message.startswith("DB_READ_TIMEOUT=900 is too large: set it to at most 300 (")
+
+
+def test_net_timeout_must_be_below_the_read_timeout() -> None:
+    message = refused(DATABASE_URL=URL, DB_NET_TIMEOUT="10", DB_READ_TIMEOUT="10")
+    assert message == (
+        "DB_NET_TIMEOUT=10 must be below DB_READ_TIMEOUT=10: "
+        "lower DB_NET_TIMEOUT or raise DB_READ_TIMEOUT"
+    )
 
 
 def test_ping_timeout_above_read_timeout_is_refused() -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import CodeType
-from typing import Any
 
 from app import rules
 from app.rules import Value, fmt
 from app.settings import Settings
 from kit.facts import GunicornFacts, ServerFacts
+from kit.hooks import DISPOSED
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
@@ -106,6 +105,32 @@ def max_connections_check(settings: Settings, facts: ServerFacts, workers: int |
     return Check("max_connections", PASS, detail)
 
 
+def user_limit_check(settings: Settings, facts: ServerFacts, workers: int | None) -> Check:
+    """MAX_USER_CONNECTIONS (the account's, else the server's) caps the app's user alone."""
+    name = "max_user_connections"
+    limit = Value("MAX_USER_CONNECTIONS", facts.user_connection_limit)
+    if not limit.value:
+        return Check(name, PASS, "no per-user connection limit (0: only max_connections)")
+    if workers is None:
+        return Check(
+            name, WARN, f"{limit}; Gunicorn's worker count is unknown", "pass --gunicorn-config"
+        )
+    pools = rules.Pools(
+        Value(WORKERS, workers), settings.value("pool_size"), settings.value("max_overflow")
+    )
+    problem = rules.enough_connections(limit, [pools], headroom=0)
+    if problem is not None:
+        return Check(name, FAIL, problem.found, problem.fix)
+    if rules.enough_connections(limit, [pools, pools], headroom=0) is not None:
+        return Check(
+            name,
+            WARN,
+            f"{limit} fits this host's {pools.connections} connections; two app hosts would not",
+            f"raise the account's MAX_USER_CONNECTIONS to hosts x {pools.connections}",
+        )
+    return Check(name, PASS, f"{limit} covers this host's {pools.connections} connections")
+
+
 def abort_checks(facts: ServerFacts) -> list[Check]:
     aborted_clients = int(facts.status.get("Aborted_clients", "0"))
     aborted_connects = int(facts.status.get("Aborted_connects", "0"))
@@ -140,25 +165,12 @@ def server_checks(settings: Settings, facts: ServerFacts, workers: int | None) -
     return [
         wait_timeout_check(settings, facts),
         max_connections_check(settings, facts, workers),
+        user_limit_check(settings, facts, workers),
         *abort_checks(facts),
     ]
 
 
 # --- Gunicorn, nginx and systemd ---------------------------------------------------------
-
-
-def _names(code: CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            names |= _names(const)
-    return names
-
-
-def hook_disposes(hook: Any) -> bool:
-    """Does a ``post_fork`` hook dispose of the engine (``dispose`` / ``dispose_after_fork``)?"""
-    code = getattr(hook, "__code__", None)
-    return isinstance(code, CodeType) and any("dispose" in n for n in _names(code))
 
 
 def post_fork_check(g: GunicornFacts, path: Path) -> Check:
@@ -169,20 +181,26 @@ def post_fork_check(g: GunicornFacts, path: Path) -> Check:
         return Check(
             name,
             FAIL,
-            f"{path}: preload_app = True but no post_fork hook: every worker shares the "
-            "connections the master opened ('Command Out of Sync', 2014)",
+            f"{path}: preload_app is on but there is no post_fork hook: every worker shares "
+            "the connections the master opened ('Command Out of Sync', 2014)",
             "add the kit's hook: def post_fork(server, worker): "
             "from app.db import dispose_after_fork; dispose_after_fork(server.app.wsgi())",
         )
-    if not hook_disposes(g.post_fork):
+    if g.post_fork_verdict != DISPOSED:
         return Check(
             name,
             FAIL,
-            f"{path}: preload_app = True and post_fork does not dispose the engine",
+            f"{path}: preload_app is on and post_fork, run as Gunicorn runs it in a new worker, "
+            f"does not give it a pool of its own: {g.post_fork_verdict}",
             "call app.db.dispose_after_fork(server.app.wsgi()) (engine.dispose(close="
-            "False)) in post_fork",
+            "False)) in post_fork, unconditionally",
         )
-    return Check(name, PASS, f"{path}: preload_app = True and post_fork disposes the engine")
+    return Check(
+        name,
+        PASS,
+        f"{path}: preload_app is on and post_fork, run in a forked worker, disposed every "
+        f"engine of {g.app_uri}",
+    )
 
 
 def gunicorn_checks(settings: Settings, g: GunicornFacts, path: Path) -> list[Check]:
@@ -201,13 +219,13 @@ def gunicorn_checks(settings: Settings, g: GunicornFacts, path: Path) -> list[Ch
 def _file_check(
     name: str, path: Path, value: Value | None, rule: Callable[[Value], rules.Problem | None]
 ) -> Check:
-    """A timeout read from a file, judged by ``rule`` (a WARN: the app itself still works)."""
+    """A timeout read from a file, judged by ``rule``."""
     if value is None:
-        return Check(name, WARN, f"{path}: cannot read the value", "write it in seconds, e.g. 65s")
+        return Check(name, FAIL, f"{path}: cannot read the duration", "write it as 65s or 1m")
     problem = rule(value)
     if problem is None:
         return Check(name, PASS, f"{path}: {value} agrees with Gunicorn's timeouts")
-    return Check(name, WARN, f"{path}: {problem.found}", problem.fix)
+    return Check(name, FAIL, f"{path}: {problem.found}", problem.fix)
 
 
 def nginx_check(path: Path, proxy_read: float | None, g: GunicornFacts) -> Check:

@@ -47,6 +47,17 @@ def _count(text: str) -> int:
     return value
 
 
+def named_or_default(named: Path | None, flag: str, default: str) -> Path | None:
+    """A file the operator named must exist; the default one is checked only when present."""
+    if named is not None:
+        if not named.is_file():
+            raise UsageError(
+                f"{flag} {named}: no such file: pass the file in force or leave {flag} out"
+            )
+        return named
+    return Path(default) if Path(default).is_file() else None
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (not usage + error) and still exit status 2."""
 
@@ -88,16 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--nginx-conf",
         type=Path,
-        default=Path(DEFAULT_NGINX_CONF),
+        default=None,
         metavar="FILE",
-        help=f"nginx include with the proxy timeouts, checked if present ({DEFAULT_NGINX_CONF})",
+        help=f"nginx include with the proxy timeouts (default: {DEFAULT_NGINX_CONF}, checked "
+        "when it exists; a file named here must exist)",
     )
     doctor.add_argument(
         "--systemd-unit",
         type=Path,
-        default=Path(DEFAULT_SYSTEMD_UNIT),
+        default=None,
         metavar="FILE",
-        help=f"the app's systemd unit, checked if present ({DEFAULT_SYSTEMD_UNIT})",
+        help=f"the app's systemd unit, with its drop-ins (default: {DEFAULT_SYSTEMD_UNIT}, "
+        "checked when it exists; a file named here must exist)",
     )
 
     probe = sub.add_parser(
@@ -184,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
                 settings,
                 env,
                 gunicorn_config=args.gunicorn_config,
-                nginx_conf=args.nginx_conf,
-                systemd_unit=args.systemd_unit,
+                nginx_conf=named_or_default(args.nginx_conf, "--nginx-conf", DEFAULT_NGINX_CONF),
+                systemd_unit=named_or_default(
+                    args.systemd_unit, "--systemd-unit", DEFAULT_SYSTEMD_UNIT
+                ),
                 as_json=args.json,
             )
         from kit import probe

@@ -16,7 +16,7 @@ from pathlib import Path
 import pymysql
 
 from app.settings import Settings
-from kit import facts
+from kit import facts, hooks
 from kit.checks import (
     FAIL,
     PASS,
@@ -35,17 +35,19 @@ def host_checks(
     settings: Settings,
     env: Mapping[str, str],
     gunicorn_config: Path,
-    nginx_conf: Path,
-    systemd_unit: Path,
+    nginx_conf: Path | None,
+    systemd_unit: Path | None,
 ) -> tuple[list[Check], facts.GunicornFacts | None]:
-    """Gunicorn's config as it loads, and the nginx and systemd files when present."""
+    """Gunicorn as it will really run (its config, GUNICORN_CMD_ARGS, the unit's ExecStart,
+    its post_fork hook run in a forked child), and the nginx and systemd files."""
     if not gunicorn_config.is_file():
         raise UsageError(
             f"--gunicorn-config {gunicorn_config}: no such file: pass the service's "
             "gunicorn.conf.py (on a deployed host /opt/idle-proof/current/gunicorn.conf.py)"
         )
+    unit = facts.read_unit(systemd_unit) if systemd_unit else {}
     try:
-        gunicorn = facts.read_gunicorn(gunicorn_config, env)
+        gunicorn = facts.read_gunicorn(gunicorn_config, env, facts.gunicorn_argv(unit))
     except (Exception, SystemExit) as exc:
         failed = Check(
             "gunicorn config",
@@ -54,12 +56,14 @@ def host_checks(
             "fix the config file or the GUNICORN_* variable it names",
         )
         return [failed], None
+    if gunicorn.preload_app and gunicorn.post_fork is not None:
+        gunicorn.post_fork_verdict = hooks.post_fork_verdict(gunicorn, env)
     checks = gunicorn_checks(settings, gunicorn, gunicorn_config)
-    if nginx_conf.is_file():
+    if nginx_conf:
         proxy_read = facts.read_proxy_read_timeout(nginx_conf)
         checks.append(nginx_check(nginx_conf, proxy_read, gunicorn))
-    if systemd_unit.is_file():
-        stop = facts.read_timeout_stop_sec(systemd_unit)
+    if systemd_unit:
+        stop = facts.read_timeout_stop_sec(unit)
         checks.append(systemd_check(systemd_unit, stop, gunicorn))
     return checks, gunicorn
 
@@ -68,8 +72,8 @@ def collect(
     settings: Settings,
     env: Mapping[str, str],
     gunicorn_config: Path,
-    nginx_conf: Path,
-    systemd_unit: Path,
+    nginx_conf: Path | None,
+    systemd_unit: Path | None,
 ) -> list[Check]:
     checks = [settings_check(settings)]
     found, gunicorn = host_checks(settings, env, gunicorn_config, nginx_conf, systemd_unit)
@@ -112,8 +116,8 @@ def run(
     env: Mapping[str, str],
     *,
     gunicorn_config: Path,
-    nginx_conf: Path,
-    systemd_unit: Path,
+    nginx_conf: Path | None,
+    systemd_unit: Path | None,
     as_json: bool,
 ) -> int:
     checks = collect(settings, env, gunicorn_config, nginx_conf, systemd_unit)

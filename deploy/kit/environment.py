@@ -13,10 +13,15 @@ from kit.errors import UsageError
 def read_env_file(path: Path) -> dict[str, str]:
     """Parse a systemd ``EnvironmentFile``: KEY=VALUE lines, # or ; comments, quotes."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise UsageError(
             f"--env-file {path}: {exc.strerror or exc}: pass the service's EnvironmentFile"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"--env-file {path}: not UTF-8 text (byte {exc.start}): pass the service's "
+            "EnvironmentFile"
         ) from None
     env: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
