@@ -3,7 +3,7 @@
     DATABASE_URL=... python -m bench.statements bare|textbook|kit|...
 
 Builds the configuration's app in this process exactly as Gunicorn would (``app.wsgi`` or
-``tests.support.variants``), warms it with Flask's test client, then records the commands
+``harness.variants``), warms it with Flask's test client, then records the commands
 PyMySQL sends for one ``GET /`` and one ``POST /notes``. Prints them as JSON.
 """
 
@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pymysql.connections import Connection
 from pymysql.constants import COMMAND
+from werkzeug.test import TestResponse
 
 
 def trace(config: str) -> dict[str, list[str]]:
@@ -26,7 +28,7 @@ def trace(config: str) -> dict[str, list[str]]:
         app = create_app()
     else:
         os.environ["KIT_VARIANT"] = config  # the module builds its app at import
-        from tests.support.variants import app
+        from harness.variants import app
     client = app.test_client()
     sent: list[str] = []
     original = getattr(Connection, "_execute_command")  # noqa: B009
@@ -44,10 +46,11 @@ def trace(config: str) -> dict[str, list[str]]:
             client.get("/")
             client.post("/notes", json={"text": "trace"})
         out = {}
-        for endpoint, call in (
-            ("GET /", lambda: client.get("/")),
-            ("POST /notes", lambda: client.post("/notes", json={"text": "trace"})),
-        ):
+        calls: dict[str, Callable[[], TestResponse]] = {
+            "GET /": lambda: client.get("/"),
+            "POST /notes": lambda: client.post("/notes", json={"text": "trace"}),
+        }
+        for endpoint, call in calls.items():
             sent.clear()
             status = call().status_code
             if not 200 <= status < 300:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.faults import StallProxy
-from tests.support.servers import GunicornServer, LocalMariaDB, migrate, start_mariadb
+from harness.faults import StallProxy
+from harness.gunicorn import GunicornServer, migrate
+from harness.mariadb import LocalMariaDB, start_mariadb
 
 # Short enough that "a quiet night" fits in a test, long enough to warm a pool.
 WAIT_TIMEOUT = 2
@@ -18,7 +19,10 @@ WAIT_TIMEOUT = 2
 def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMariaDB]:
     db = start_mariadb(
         tmp_path_factory.mktemp("mariadb"),
-        options={"wait_timeout": WAIT_TIMEOUT, "interactive_timeout": WAIT_TIMEOUT},
+        options={
+            "wait_timeout": WAIT_TIMEOUT,
+            "interactive_timeout": WAIT_TIMEOUT,
+        },
     )
     try:
         migrate(db.url)
@@ -48,7 +52,7 @@ def start_app(tmp_path: Path, mariadb: LocalMariaDB) -> Iterator[AppFactory]:
         app = "app.wsgi:app"
         if variant != "kit":
             settings["KIT_VARIANT"] = variant
-            app = "tests.support.variants:app"
+            app = "harness.variants:app"
         server = GunicornServer(settings, tmp_path / f"gunicorn-{len(started)}.log", app=app)
         started.append(server)
         return server.start()

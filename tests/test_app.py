@@ -13,8 +13,9 @@ from app import create_app
 from app.db import get_db
 from app.models import NOTE_MAX_LENGTH
 from app.settings import Settings
+from harness import free_port
+from harness.mariadb import LocalMariaDB
 from tests.conftest import WAIT_TIMEOUT
-from tests.support.servers import LocalMariaDB, free_port
 
 pytestmark = pytest.mark.slow
 

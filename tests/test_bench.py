@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import BENCH, ENDPOINTS, main
-from tests.support.scenarios import SCENARIOS
+from bench.configs import BENCH, ENDPOINTS
+from bench.run import main
+from harness.scenarios import SCENARIOS
 
 pytestmark = [pytest.mark.slow, pytest.mark.bench]
 

@@ -21,8 +21,9 @@ from app.connection import CommitOutcomeUnknown
 from app.db import Database
 from app.guard import CAUSE_GENERATION, CAUSE_NETWORK, Observer
 from app.settings import Settings
-from tests.support.faults import vanish
-from tests.support.servers import LocalMariaDB, migrate, start_mariadb
+from harness.faults import vanish
+from harness.gunicorn import migrate
+from harness.mariadb import LocalMariaDB, start_mariadb
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.testhost import ROOT, NspawnHost, snapshot_release
+from harness import ROOT
+from harness.testhost import NspawnHost, snapshot_release
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible]
 

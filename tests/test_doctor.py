@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from harness import ROOT, VENV_BIN, free_port
+from harness.mariadb import LocalMariaDB
 from tests.conftest import WAIT_TIMEOUT
-from tests.support.servers import ROOT, VENV_BIN, LocalMariaDB, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ from sqlalchemy import text
 from app.db import Database
 from app.guard import CAUSE_CLOSED, CAUSE_PING, Observer
 from app.settings import Settings
-from tests.support.faults import StallProxy
-from tests.support.servers import LocalMariaDB
+from harness.faults import StallProxy
+from harness.mariadb import LocalMariaDB
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.faults import StallProxy
+from harness.gunicorn import GunicornServer, migrate
+from harness.mariadb import LocalMariaDB, start_mariadb
+from harness.scenarios import SCENARIOS, FaultContext, Outcome, run_scenario
 from tests.conftest import WAIT_TIMEOUT, AppFactory
-from tests.support.faults import StallProxy
-from tests.support.scenarios import SCENARIOS, FaultContext, Outcome, run_scenario
-from tests.support.servers import GunicornServer, LocalMariaDB, migrate, start_mariadb
 
 pytestmark = pytest.mark.slow
 

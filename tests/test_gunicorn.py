@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from tests.support.servers import ROOT, VENV_BIN, free_port
+from harness import ROOT, VENV_BIN, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import PoolResetState
 
 from app.connection import KitConnection
-from tests.support.servers import LocalMariaDB
+from harness.mariadb import LocalMariaDB
 
 PYMYSQL = f"PyMySQL {pymysql.__version__}"
 SQLALCHEMY = f"SQLAlchemy {sqlalchemy.__version__}"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.testhost import ANSIBLE_DIR
+from harness.testhost import ANSIBLE_DIR
 
 pytestmark = pytest.mark.ansible
 

@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from app.db import CAUSES
+from harness.mariadb import LocalMariaDB
+from harness.scenarios import hit
 from tests.conftest import AppFactory
-from tests.support.scenarios import hit
-from tests.support.servers import LocalMariaDB
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.faults import StallProxy, established_client_ports
-from tests.support.servers import ROOT, VENV_BIN, LocalMariaDB, start_mariadb
+from harness import ROOT, VENV_BIN
+from harness.faults import StallProxy, established_client_ports
+from harness.mariadb import LocalMariaDB, start_mariadb
 
 pytestmark = pytest.mark.slow
 

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import pytest
 
+from harness import ROOT, VENV_BIN
+from harness.mariadb import LocalMariaDB
+from harness.scenarios import hit
 from tests.conftest import WAIT_TIMEOUT, AppFactory
-from tests.support.scenarios import hit
-from tests.support.servers import ROOT, VENV_BIN, LocalMariaDB
 
 pytestmark = pytest.mark.slow
 

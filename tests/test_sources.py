@@ -99,7 +99,7 @@ def test_canonical_files_obey_the_rules_with_the_defaults() -> None:
     waits = Settings.from_env({"DATABASE_URL": "mysql+pymysql://u@h/d"}).waits()
     nginx_include = ROOT / "nginx" / "idle-proof" / "server.conf"
     proxy_read = facts.read_proxy_read_timeout(nginx_include)
-    stop = facts.read_timeout_stop_sec(ROOT / "systemd" / "idle-proof.service")
+    stop = facts.read_timeout_stop_sec(facts.read_unit(ROOT / "systemd" / "idle-proof.service"))
     assert proxy_read is not None and stop is not None
     nginx_role = load(ROLES / "nginx" / "defaults" / "main.yml")
     for problem in (

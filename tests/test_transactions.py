@@ -14,8 +14,8 @@ import pymysql
 import pytest
 import requests
 
+from harness.mariadb import LocalMariaDB
 from tests.conftest import AppFactory
-from tests.support.servers import LocalMariaDB
 
 pytestmark = pytest.mark.slow
 

@@ -6,14 +6,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, VENV_BIN, free_port
+
 ANSIBLE_DIR = ROOT / "ansible"
 LOCAL_INVENTORY = ANSIBLE_DIR / "inventories" / "local"
 STATE = Path(os.environ.get("TESTHOST_STATE", "/var/lib/idle-proof-kit/testhosts"))
@@ -38,12 +37,6 @@ def snapshot_release(dest: Path) -> Path:
         else:
             shutil.copy2(src, dest / name)
     return dest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -118,7 +111,7 @@ class NspawnHost:
     def playbook(self, timeout: float = 600, **overrides: object) -> PlaybookRun:
         env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
         argv = [
-            str(Path(sys.executable).parent / "ansible-playbook"),
+            str(VENV_BIN / "ansible-playbook"),
             "-i",
             str(LOCAL_INVENTORY),
             "-e",

@@ -1,11 +1,13 @@
 """A throwaway MariaDB server in a directory of its own, for ``make run``, tests and benchmarks.
 
 It runs the distribution's ``mariadbd`` as a plain child process (no systemd, no system
-datadir), on loopback and a free port, with the kit's tuned timeouts. ``stop`` ends exactly
-the process ``start`` began, by the pid it wrote.
+datadir), on loopback and a free port. Its timeouts and ``max_connections`` are the mysql
+role's (read from ``ansible/roles/mysql/defaults/main.yml``, their one source); what
+differs from production is listed in :data:`TEST_ONLY` and :data:`DEV_WAIT_TIMEOUT`.
+``stop`` ends exactly the process ``start`` began, by the pid it wrote.
 
-    python -m kit.localdb start --dir .run/mariadb [--port N] [--wait-timeout S]
-    python -m kit.localdb stop --dir .run/mariadb
+    python -m harness.mariadb start --dir .run/mariadb [--port N] [--wait-timeout S]
+    python -m harness.mariadb stop --dir .run/mariadb
 """
 
 from __future__ import annotations
@@ -16,32 +18,53 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pymysql
+import yaml
 
-# The kit's tuned server settings for a development server; production values come from
-# the Ansible inventory (db_idle_timeout) through the mysql role's template.
-TUNED = {
-    "wait_timeout": 600,
-    "interactive_timeout": 600,
-    "net_read_timeout": 30,
-    "net_write_timeout": 60,
-    "connect_timeout": 5,
-    "max_connections": 200,
+from harness import ROOT, free_port
+
+MYSQL_ROLE_DEFAULTS = ROOT / "ansible" / "roles" / "mysql" / "defaults" / "main.yml"
+# Server settings taken from the mysql role, as its template writes them into the server's
+# configuration (mysql_<name> -> <name>). wait_timeout is not among them: production sets
+# it from the inventory's db_idle_timeout, and every user of this server picks its own.
+FROM_MYSQL_ROLE = ("net_read_timeout", "net_write_timeout", "connect_timeout", "max_connections")
+
+# wait_timeout/interactive_timeout of `make run`'s server when none is given: short enough
+# that a developer sees the pool recycle within minutes (production: db_idle_timeout).
+DEV_WAIT_TIMEOUT = 600
+
+# Only for a throwaway server, never in production: a small buffer pool and redo log so a
+# test server starts in a second, no fsync per commit and no binary log (the data is
+# thrown away with the directory).
+TEST_ONLY: dict[str, object] = {
+    "innodb_buffer_pool_size": "64M",
+    "innodb_log_file_size": "16M",
+    "innodb_flush_log_at_trx_commit": 2,
+    "skip-log-bin": None,
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def mysql_role_settings(path: Path = MYSQL_ROLE_DEFAULTS) -> dict[str, int]:
+    """The :data:`FROM_MYSQL_ROLE` settings as the mysql role's defaults set them."""
+    defaults = yaml.safe_load(path.read_text())
+    settings = {}
+    for name in FROM_MYSQL_ROLE:
+        value = defaults.get(f"mysql_{name}") if isinstance(defaults, dict) else None
+        # bool is an int too; a templated string cannot be resolved outside Ansible.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise RuntimeError(
+                f"{path}: mysql_{name} is {value!r}; the harness needs a plain whole number "
+                "there (its server copies the role's value)"
+            )
+        settings[name] = value
+    return settings
 
 
 def _binary(*names: str) -> str:
@@ -75,9 +98,12 @@ class LocalMariaDB:
     def url(self) -> str:
         return f"mysql+pymysql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
-    def write_config(self, options: dict[str, object]) -> None:
-        settings = {
-            **TUNED,
+    def write_config(self, options: Mapping[str, object]) -> None:
+        settings: dict[str, object] = {
+            **mysql_role_settings(),
+            "wait_timeout": DEV_WAIT_TIMEOUT,
+            "interactive_timeout": DEV_WAIT_TIMEOUT,
+            **TEST_ONLY,
             **options,
             "datadir": self.directory / "data",
             "socket": self.socket_path,
@@ -87,11 +113,6 @@ class LocalMariaDB:
             "bind-address": "127.0.0.1",
             "skip-name-resolve": None,
             "local-infile": 0,
-            "innodb_buffer_pool_size": "64M",
-            "innodb_log_file_size": "16M",
-            # Throwaway data: skip the fsyncs that make tests slow, never in production.
-            "innodb_flush_log_at_trx_commit": 2,
-            "skip-log-bin": None,
         }
         lines = ["[mariadbd]"]
         for key, value in settings.items():
@@ -216,8 +237,8 @@ def _run(cmd: list[str], what: str) -> None:
         raise RuntimeError(f"{what} failed: {(result.stderr or result.stdout).strip()[-500:]}")
 
 
-def start(
-    directory: Path, port: int | None = None, options: dict[str, object] | None = None
+def start_mariadb(
+    directory: Path, port: int | None = None, options: Mapping[str, object] | None = None
 ) -> LocalMariaDB:
     """Create (once) and start a server in ``directory``; returns it with the app user made."""
     directory = directory.resolve()
@@ -232,13 +253,13 @@ def start(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kit.localdb", description=__doc__.split("\n")[0]
+        prog="python -m harness.mariadb", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("start", help="start the server and print the app's environment")
     up.add_argument("--dir", type=Path, required=True)
     up.add_argument("--port", type=int)
-    up.add_argument("--wait-timeout", type=int, default=TUNED["wait_timeout"])
+    up.add_argument("--wait-timeout", type=int, default=DEV_WAIT_TIMEOUT)
     up.add_argument("--env-file", type=Path, help="also write the app's environment here")
     down = sub.add_parser("stop", help="stop the server started in --dir")
     down.add_argument("--dir", type=Path, required=True)
@@ -249,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         LocalMariaDB(directory, 0).stop()
         return 0
     timeouts = {"wait_timeout": args.wait_timeout, "interactive_timeout": args.wait_timeout}
-    db = start(args.dir, args.port, timeouts)
+    db = start_mariadb(args.dir, args.port, timeouts)
     # One source of truth: the app's idle timeout is the server's wait_timeout.
     env = f"DATABASE_URL={db.url}\nDB_IDLE_TIMEOUT={args.wait_timeout}\n"
     if args.env_file:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import requests
 
-from tests.support.faults import StallProxy, vanish
-from tests.support.servers import LocalMariaDB
+from harness.faults import StallProxy, vanish
+from harness.mariadb import LocalMariaDB
 
 SCENARIOS = ("idle", "kill", "restart", "vanish", "stall", "down")
 # Longer than ping_after_idle (1 s) and shorter than pool_recycle (0.9 x 2 s): the pool

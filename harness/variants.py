@@ -17,7 +17,7 @@
   ``Session`` object is reused); see :func:`create_kit_closing_session`.
 
 Served by the kit's ``gunicorn.conf.py`` unchanged (same workers, timeouts, preload):
-``KIT_VARIANT=naive gunicorn -c gunicorn.conf.py tests.support.variants:app``.
+``KIT_VARIANT=naive gunicorn -c gunicorn.conf.py harness.variants:app``.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def create_variant_app(kind: str) -> Flask:
             # As configured, not truncated: int(1.8) = 1 s would retire every connection
             # by age before a fault scenario's 1.3 s quiet period, and no ping would
             # ever meet a vanished or stalled peer.
-            pool_recycle=settings.pool_recycle,  # type: ignore[arg-type]
+            pool_recycle=settings.pool_recycle,
         )
         db = TextbookDatabase(engine)
     else:

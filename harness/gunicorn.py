@@ -1,4 +1,7 @@
-"""Real MariaDB and Gunicorn processes for tests and benchmarks, stopped by their own pids."""
+"""The app as an operator runs it: ``alembic upgrade head``, then real Gunicorn.
+
+Gunicorn is stopped by its own process group, never by name.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +9,17 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import requests
 
-from kit.localdb import LocalMariaDB, free_port
-from kit.localdb import start as start_mariadb
-
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-
-__all__ = ["ROOT", "GunicornServer", "LocalMariaDB", "free_port", "migrate", "start_mariadb"]
+from harness import ROOT, VENV_BIN, free_port
 
 
 def migrate(database_url: str) -> None:
+    """``alembic upgrade head`` on ``database_url``, from the repo root."""
     env = {**os.environ, "DATABASE_URL": database_url}
     subprocess.run(
         [str(VENV_BIN / "alembic"), "upgrade", "head"],

@@ -1,1 +1,0 @@
-"""Real servers and real faults for the tests and the benchmark (nothing here is a mock)."""
