@@ -5,6 +5,10 @@
 * :func:`vanish` - iptables DROP on the established connections to a port, both ways:
   the peer that silently vanished (a NAT or firewall entry that expired, no RST, no FIN).
   New connections use new ports and get through, as they do after a NAT entry expires.
+* :func:`partition` - iptables DROP on every packet to or from a port, new connections
+  included: the host cut off (or powered off) while the app keeps trying.
+* :meth:`StallProxy.retarget` - new connections go to another server, the open ones stay:
+  a virtual IP or a database name that moved to a new primary after a failover.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class StallProxy:
             with self._lock:
                 self._pairs.append(pair)
             threading.Thread(target=pair.pump, daemon=True).start()
+
+    def retarget(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        """Send new connections to another server; the open ones keep their old one."""
+        self.target = (target_host, target_port)
 
     def stall(self) -> int:
         """Stop forwarding every connection open now; returns how many. New ones still work."""
@@ -109,22 +117,42 @@ def established_client_ports(server_port: int) -> list[int]:
 
 
 @contextlib.contextmanager
+def _dropping(rules: list[list[str]]) -> Iterator[None]:
+    """The iptables DROP rules in force for the block, removed afterwards even on failure."""
+    added = []
+    try:
+        for rule in rules:
+            subprocess.run(["iptables", "-w", "-I", *rule, "-j", "DROP"], check=True)
+            added.append(rule)
+        yield
+    finally:
+        for rule in added:
+            subprocess.run(["iptables", "-w", "-D", *rule, "-j", "DROP"], check=False)
+
+
+@contextlib.contextmanager
 def vanish(server_port: int) -> Iterator[int]:
     """Silently drop every packet of the connections to ``server_port`` open right now.
 
     Yields how many connections vanished; the rules are removed on exit.
     """
-    rules = []
-    for port in established_client_ports(server_port):
-        # Both directions cross INPUT on loopback; DROP there, so senders see no error.
-        rules.append(["INPUT", "-i", "lo", "-p", "tcp", "--sport", str(port), "-j", "DROP"])
-        rules.append(["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"])
-    added = []
-    try:
-        for rule in rules:
-            subprocess.run(["iptables", "-w", "-I", *rule], check=True)
-            added.append(rule)
-        yield len(rules) // 2
-    finally:
-        for rule in added:
-            subprocess.run(["iptables", "-w", "-D", *rule], check=False)
+    ports = established_client_ports(server_port)
+    # Both directions cross INPUT on loopback; DROP there, so senders see no error.
+    rules = [
+        ["INPUT", "-i", "lo", "-p", "tcp", direction, str(port)]
+        for port in ports
+        for direction in ("--sport", "--dport")
+    ]
+    with _dropping(rules):
+        yield len(ports)
+
+
+@contextlib.contextmanager
+def partition(server_port: int) -> Iterator[None]:
+    """Drop every packet to and from ``server_port`` on loopback, new connections too."""
+    rules = [
+        ["INPUT", "-i", "lo", "-p", "tcp", direction, str(server_port)]
+        for direction in ("--dport", "--sport")
+    ]
+    with _dropping(rules):
+        yield

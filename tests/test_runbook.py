@@ -28,8 +28,10 @@ from pathlib import Path
 import pytest
 
 from harness import ROOT, VENV_BIN
+from harness.faults import vanish
+from harness.hot import HOT_ENV
 from harness.mariadb import LocalMariaDB
-from harness.scenarios import hit
+from harness.scenarios import FaultContext, hit, warm
 from tests.conftest import WAIT_TIMEOUT, AppFactory
 
 pytestmark = pytest.mark.slow
@@ -82,7 +84,15 @@ def incident_journal(start_app: AppFactory, mariadb: LocalMariaDB, path: Path) -
         assert hit(kit.url, 8).failures == 0
         if "replacing pooled connection: closed_by_server" in kit.log_path.read_text():
             break
-    path.write_text(naive.log_path.read_text() + kit.log_path.read_text())
+    # Section 7: the host lost under load; a kit that cannot ping its busy connections.
+    hot = start_app(**HOT_ENV, DB_IDLE_TIMEOUT="600")
+    warm(FaultContext(mariadb, hot.url, WAIT_TIMEOUT), 5)
+    with vanish(mariadb.port):
+        assert hit(hot.url, 4, timeout=10).failures == 0
+    hot.stop()
+    path.write_text(
+        naive.log_path.read_text() + kit.log_path.read_text() + hot.log_path.read_text()
+    )
     return kit.url
 
 
@@ -144,6 +154,7 @@ def test_every_runbook_command_runs(
     assert re.search(r"wait_timeout\s+2\b", out)  # SHOW GLOBAL VARIABLES
     assert "Aborted_clients" in out and "Threads_connected" in out
     assert "idleproof_db_connections_replaced_total" in out  # /metrics
+    assert "idleproof_db_connections_lost_total" in out and "idleproof_db_pool_" in out
     assert '"status":"ready"' in out.replace(" ", "")  # /readyz
     assert f"first request after {WAIT_TIMEOUT + 5} s idle: HTTP 200" in out
     assert "ansible-playbook" in out  # make -n deploy
@@ -158,4 +169,5 @@ def test_every_runbook_command_runs(
         found += piped.stdout
     assert re.search(r"\((2006|2013|2014), ", found), found  # the naive app's errors
     assert "replacing pooled connection: closed_by_server" in found  # the kit at work
+    assert "retrying the request on a fresh connection: network" in found  # section 7
     assert "Aborted connection" in found  # MariaDB's side of it
