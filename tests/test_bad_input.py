@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -157,8 +156,9 @@ def test_good_text_is_stored_exactly_as_answered(app_url: str, text: str) -> Non
 # whose text is any Unicode (surrogates included), written with and without escapes.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=12,
 )
 any_text = st.text(st.characters(exclude_categories=()), max_size=NOTE_MAX_LENGTH + 20)
