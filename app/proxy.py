@@ -17,10 +17,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-# Where the id and nginx's own address are kept in the WSGI environ. Gunicorn's access
-# log reads environ keys lowercased: %({idle_proof.request_id}e)s.
+# Where the id is kept in the WSGI environ. Gunicorn's access log reads environ keys
+# lowercased: %({idle_proof.request_id}e)s.
 REQUEST_ID_KEY = "idle_proof.request_id"
-PEER_ADDR_KEY = "idle_proof.peer_addr"
 
 # nginx's $request_id is 32 hex digits; accept any short token, so another proxy's ids
 # work too, but never a value that could forge a log line or a JSON body.
@@ -79,7 +78,6 @@ class ProxyHeaders:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         peer = environ.get("REMOTE_ADDR", "")
-        environ[PEER_ADDR_KEY] = peer
         forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
         if forwarded and peer in self.trusted:
             last = forwarded.rsplit(",", 1)[-1].strip()
