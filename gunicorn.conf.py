@@ -94,7 +94,9 @@ max_requests_jitter = _int("MAX_REQUESTS_JITTER", 500)
 #                 worker ("Command Out of Sync", error 2014).
 #
 #   forwarded_allow_ips - Proxies whose X-Forwarded-* headers are trusted. nginx on the
-#                         same host: '127.0.0.1'. Never '*' on a reachable port.
+#                         same host: '127.0.0.1' (a unix socket peer is always trusted).
+#                         Never '*' on a reachable port. post_worker_init below takes
+#                         the client's address from a trusted peer's X-Forwarded-For.
 #
 #   worker_tmp_dir - Heartbeat files; /dev/shm keeps a slow disk from looking like a
 #                    hung worker.
@@ -124,11 +126,16 @@ control_socket_disable = _bool("CONTROL_SOCKET_DISABLE", True)
 #
 #   loglevel - 'debug', 'info', 'warning', 'error' or 'critical'.
 #
+#   access_log_format - The client's address (from nginx's X-Forwarded-For, see
+#                       forwarded_allow_ips) and nginx's request id (X-Request-Id; one
+#                       the app made up when there is none), so a line of nginx's log
+#                       leads to this one and to the app's own lines for that request.
+#
 
 accesslog = _env("ACCESSLOG", "-") or None  # empty: no access log
 errorlog = _env("ERRORLOG", "-")
 loglevel = _env("LOGLEVEL", "info")
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+access_log_format = '%(h)s request_id=%({idle_proof.request_id}e)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 #
 # Metrics
@@ -163,6 +170,8 @@ atexit.register(_remove_default_metrics_dir)
 #
 #   post_fork - Called in each worker right after the fork, before it serves.
 #
+#   post_worker_init - Called in each worker once it has loaded the app.
+#
 #   child_exit - Called in the master when a worker exits: prometheus_client's
 #                bookkeeping for a dead process (its counters stay in the sum).
 
@@ -186,6 +195,14 @@ def post_fork(server: Any, worker: Any) -> None:
     from app.db import dispose_after_fork
 
     dispose_after_fork(server.app.wsgi())
+
+
+def post_worker_init(worker: Any) -> None:
+    # The peer is nginx (or, on a unix socket, no address at all): take the client's
+    # address from X-Forwarded-For when the peer is in forwarded_allow_ips.
+    from app.proxy import ProxyHeaders
+
+    worker.wsgi = ProxyHeaders(worker.wsgi, worker.cfg.forwarded_allow_ips)
 
 
 def on_starting(server: Any) -> None:

@@ -8,7 +8,9 @@ from sqlalchemy import select, text
 
 from app import metrics
 from app.db import get_db
-from app.models import NOTE_MAX_LENGTH, Note
+from app.errors import error_body
+from app.models import Note
+from app.payload import BadNote, parse_note
 
 bp = Blueprint("notes", __name__)
 
@@ -45,20 +47,12 @@ def index() -> ResponseReturnValue:
 
 @bp.post("/notes")
 def create_note() -> ResponseReturnValue:
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        return _bad_request('send a JSON object such as {"text": "hello"}')
-    note_text = payload.get("text")
-    if not isinstance(note_text, str) or not note_text.strip():
-        return _bad_request('"text" is required and must be a non-empty string')
-    if len(note_text) > NOTE_MAX_LENGTH:
-        return _bad_request(f'"text" is longer than {NOTE_MAX_LENGTH} characters')
+    try:
+        note_text = parse_note(request.mimetype, request.mimetype_params, request.get_data())
+    except BadNote as exc:
+        return error_body("bad_request", str(exc)), 400
     session = get_db(current_app).session
     note = Note(text=note_text)
     session.add(note)
     session.commit()
     return jsonify(note.as_dict()), 201
-
-
-def _bad_request(message: str) -> ResponseReturnValue:
-    return jsonify(error="bad_request", message=message), 400

@@ -10,6 +10,9 @@ a mock; every server is a real process, stopped by its own pid.
 * :mod:`harness.variants` - the configurations the kit is compared with;
 * :mod:`harness.faults` - connections that stall or vanish, made for real on loopback;
 * :mod:`harness.scenarios` - the fault scenarios shared by the fault tests and the bench;
+* :mod:`harness.hot` - the same, striking busy connections (host lost, cut off, stalled,
+  failed over);
+* :mod:`harness.nginx` - a real nginx on loopback serving the canonical site;
 * :mod:`harness.testhost` - a systemd-nspawn test host and ansible-playbook runs on it.
 """
 

@@ -81,12 +81,13 @@ def test_database_unreachable_is_a_fast_json_503_with_retry_after() -> None:
     url = f"mysql+pymysql://app:x@127.0.0.1:{free_port()}/app"
     client = create_app(Settings.from_env({"DATABASE_URL": url})).test_client()
     for path in ("/", "/readyz"):
-        response = client.get(path)
+        response = client.get(path, headers={"X-Request-Id": f"id-{len(path)}"})
         assert response.status_code == 503
         assert response.headers["Retry-After"].isdigit()
         assert response.json == {
             "error": "database_unavailable",
             "message": "the database is not reachable",
+            "request_id": f"id-{len(path)}",
         }
     assert client.post("/notes", json={"text": "lost?"}).status_code == 503
     assert client.get("/healthz").status_code == 200

@@ -169,6 +169,30 @@ def test_nginx_answers_json_when_the_app_is_down(converged: NspawnHost) -> None:
     assert requests.get(f"{converged.url}/readyz", timeout=10).status_code == 200
 
 
+def test_errors_are_json_and_one_id_follows_a_request(converged: NspawnHost) -> None:
+    """On the deployed host: nginx behind Debian's nginx.conf, Gunicorn on a unix socket."""
+    conf = converged.run("cat", "/etc/nginx/nginx.conf").stdout
+    assert re.search(r"^worker_rlimit_nofile 8192;$", conf, re.M), conf
+    assert re.search(r"^\s+worker_connections 4096;$", conf, re.M), conf
+    trace = requests.request("TRACE", f"{converged.url}/", timeout=10)
+    assert trace.status_code == 405 and trace.headers["Content-Type"] == "application/json"
+    assert trace.json()["request_id"] == trace.headers["X-Request-Id"]
+    missing = requests.get(f"{converged.url}/nope", timeout=10)
+    assert missing.status_code == 404
+    request_id = missing.json()["request_id"]
+    assert request_id == missing.headers["X-Request-Id"]
+    # The client's address (not empty: Gunicorn's peer is a unix socket) and nginx's id.
+    expected = f'127.0.0.1 request_id={request_id} "GET /nope HTTP/1.0" 404'
+    for _ in range(20):  # the journal takes a moment
+        access = converged.run(
+            "journalctl", "--no-pager", "-o", "cat", "-u", "idle-proof.service", check=False
+        ).stdout
+        if expected in access:
+            break
+        time.sleep(0.5)
+    assert expected in access, access[-2000:]
+
+
 def test_app_unit_exposure_is_at_most_2(
     converged: NspawnHost, request: pytest.FixtureRequest
 ) -> None:

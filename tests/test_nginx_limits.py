@@ -1,0 +1,294 @@
+"""One client cannot take the site down: slowloris, floods and slow bodies from one address.
+
+A real nginx (harness/nginx.py) with the canonical site and the nginx.conf settings
+the Ansible role manages, in front of a real Gunicorn and MariaDB. The attacker uses
+127.0.0.2 (Linux routes all of 127/8 to loopback), the other client 127.0.0.1 or
+127.0.0.3. The slowloris runs against the naive setup too (Debian's nginx.conf, a plain
+proxy site), which must fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import selectors
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness.gunicorn import GunicornServer
+from harness.mariadb import LocalMariaDB
+from harness.nginx import SITE, NginxServer, role_main_settings, send_raw
+from tests.conftest import WAIT_TIMEOUT
+
+pytestmark = pytest.mark.slow
+
+ATTACKER = "127.0.0.2"
+OTHER = "127.0.0.3"
+SLOWLORIS_SOCKETS = 2000
+
+# Debian's nginx.conf and a plain proxy site: what the issue measured.
+NAIVE_SITE = """
+upstream naive_app { include /etc/nginx/idle-proof/upstream.conf; }
+server {
+    include /etc/nginx/idle-proof/server.conf;
+    location / { proxy_pass http://naive_app; }
+}
+"""
+DEBIAN_WORKER_CONNECTIONS = 768
+
+
+@pytest.fixture(scope="module")
+def gunicorn(mariadb: LocalMariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("nginx-limits") / "gunicorn.log"
+    env = {"DATABASE_URL": mariadb.url, "DB_IDLE_TIMEOUT": str(WAIT_TIMEOUT)}
+    server = GunicornServer(env, log).start()
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def enough_files() -> Iterator[None]:
+    """The attacker's 2000 sockets live in this process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def report(request: pytest.FixtureRequest, line: str) -> None:
+    """Measured numbers go to the terminal even when the test passes."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[limits] {line}")
+
+
+class Slowloris:
+    """``count`` sockets from ``source`` that start a request and never finish its headers.
+
+    One more header line every 2 s on each; a socket nginx closes is opened again at once.
+    """
+
+    def __init__(self, port: int, source: str, count: int) -> None:
+        self.port = port
+        self.source = source
+        self.count = count
+        self.opened = 0
+        self.closed_by_server = 0
+        self.connect_failures = 0
+        self._selector = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _open(self) -> None:
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            sock.bind((self.source, 0))
+            sock.connect_ex(("127.0.0.1", self.port))
+        except OSError:
+            self.connect_failures += 1
+            sock.close()
+            return
+        self._selector.register(sock, selectors.EVENT_WRITE, "connecting")
+        self.opened += 1
+
+    def _run(self) -> None:
+        for _ in range(self.count):
+            self._open()
+        next_trickle = time.monotonic() + 2
+        while not self._stop.is_set():
+            for key, _ in self._selector.select(timeout=0.2):
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                if key.data == "connecting":
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        self.connect_failures += 1
+                        self._drop(sock)
+                        continue
+                    with contextlib.suppress(OSError):
+                        sock.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                    self._selector.modify(sock, selectors.EVENT_READ, "open")
+                else:  # readable: nginx closed it (or, never, answered)
+                    with contextlib.suppress(OSError):
+                        sock.recv(65536)
+                    self.closed_by_server += 1
+                    self._drop(sock)
+            if time.monotonic() >= next_trickle:
+                next_trickle += 2
+                for key in list(self._selector.get_map().values()):
+                    if key.data == "open":
+                        with contextlib.suppress(OSError):
+                            key.fileobj.send(b"X-a: b\r\n")  # type: ignore[union-attr]
+            # Top up what nginx closed at once, as an attacker would.
+            for _ in range(self.count - len(self._selector.get_map())):
+                self._open()
+
+    def _drop(self, sock: socket.socket) -> None:
+        self._selector.unregister(sock)
+        sock.close()
+
+    def __enter__(self) -> Slowloris:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self._selector.close()
+
+
+def probe_while_attacked(url: str, seconds: float) -> Counter[str]:
+    """GET / from 127.0.0.1 every 0.25 s, each on a new connection: the outcomes."""
+    outcomes: Counter[str] = Counter()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            outcomes[str(requests.get(f"{url}/", timeout=3).status_code)] += 1
+        except requests.RequestException as exc:
+            outcomes[type(exc).__name__] += 1
+        time.sleep(0.25)
+    return outcomes
+
+
+def slowloris_against(nginx: NginxServer, seconds: float) -> tuple[Counter[str], Slowloris]:
+    with Slowloris(nginx.port, ATTACKER, SLOWLORIS_SOCKETS) as attack:
+        time.sleep(2)  # all sockets connected and started
+        outcomes = probe_while_attacked(nginx.url, seconds)
+    return outcomes, attack
+
+
+def test_a_slowloris_from_one_address_does_not_stop_another(
+    gunicorn: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    naive = NginxServer(
+        tmp_path / "naive",
+        gunicorn,
+        site_text=NAIVE_SITE,
+        worker_connections=DEBIAN_WORKER_CONNECTIONS,
+        worker_rlimit_nofile=0,
+    )
+    with naive:
+        naive_outcomes, naive_attack = slowloris_against(naive, seconds=6)
+    not_enough = naive.error_count("worker_connections are not enough")
+    report(
+        request,
+        f"naive (768 connections, 60 s header timeout): GET / from 127.0.0.1 {dict(naive_outcomes)}"
+        f"; slowloris opened {naive_attack.opened}, nginx logged 'worker_connections are not "
+        f"enough' {not_enough} times",
+    )
+
+    with NginxServer(tmp_path / "kit", gunicorn) as kit:
+        # Longer than the header timeout (10 s): the attack is cut off and comes back.
+        kit_outcomes, kit_attack = slowloris_against(kit, seconds=14)
+    kit_not_enough = kit.error_count("worker_connections are not enough")
+    timed_out = kit.error_count("client timed out")
+    report(
+        request,
+        f"kit ({kit.worker_connections} connections, 10 s header timeout): GET / from "
+        f"127.0.0.1 {dict(kit_outcomes)}; slowloris opened {kit_attack.opened}, "
+        f"{kit_attack.closed_by_server} closed by nginx (header timeout: {timed_out}), "
+        f"'worker_connections are not enough' {kit_not_enough} times",
+    )
+
+    # The naive setup fails (the issue: every GET / failed), the kit serves every one.
+    assert sum(naive_outcomes.values()) - naive_outcomes["200"] > naive_outcomes["200"]
+    assert not_enough > 0
+    assert set(kit_outcomes) == {"200"}, kit_outcomes
+    assert kit_outcomes["200"] >= 20
+    assert kit_not_enough == 0
+    # Every attacking socket was cut off by the header timeout, not served.
+    assert kit_attack.closed_by_server >= SLOWLORIS_SOCKETS
+
+
+@pytest.fixture(scope="module")
+def nginx(gunicorn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
+    with NginxServer(tmp_path_factory.mktemp("nginx"), gunicorn) as server:
+        yield server
+
+
+def test_a_flood_from_one_address_is_cut_to_its_rate_with_json_429s(
+    nginx: NginxServer, request: pytest.FixtureRequest
+) -> None:
+    flood: Counter[int] = Counter()
+    others: Counter[int] = Counter()
+    too_many = None
+    for i in range(300):
+        response = send_raw(nginx.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", source=ATTACKER)
+        flood[response.status] += 1
+        if response.status == 429:
+            too_many = response
+        if i % 10 == 0:
+            others[send_raw(nginx.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", OTHER).status] += 1
+    loopback = Counter(
+        send_raw(nginx.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").status for _ in range(150)
+    )
+    report(
+        request,
+        f"300 GET / from {ATTACKER} as fast as answered: {dict(flood)}; meanwhile {OTHER}: "
+        f"{dict(others)}; 150 from 127.0.0.1 (exempt): {dict(loopback)}",
+    )
+    assert too_many is not None and flood[200] >= 60  # the burst, then 20 per second
+    assert flood[429] > 100
+    assert too_many.is_json and too_many.headers["retry-after"] == "1"
+    body = json.loads(too_many.body)
+    assert body["error"] == "too_many_requests"
+    assert body["request_id"] == too_many.headers["x-request-id"]
+    assert set(others) == {200}, others
+    assert set(loopback) == {200}, loopback
+
+
+def test_slow_bodies_from_one_address_are_capped_at_32(
+    nginx: NginxServer, request: pytest.FixtureRequest
+) -> None:
+    """Requests whose body never comes hold their slot until client_body_timeout.
+
+    From an address of its own: the flood test's address may still be over its rate.
+    """
+    slow = "127.0.0.4"
+    started = b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    started += b"Content-Length: 100\r\n\r\n{"
+    held: list[socket.socket] = []
+    refused: Counter[int] = Counter()
+    try:
+        for _ in range(32):
+            sock = socket.create_connection(
+                ("127.0.0.1", nginx.port), timeout=5, source_address=(slow, 0)
+            )
+            sock.sendall(started)
+            held.append(sock)
+        time.sleep(0.5)  # nginx has read all their headers
+        for _ in range(10):
+            refused[send_raw(nginx.port, started, source=slow, timeout=5).status] += 1
+        other = send_raw(nginx.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", source=OTHER)
+        answered = 0
+        for sock in held:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                answered += bool(sock.recv(100))
+    finally:
+        for sock in held:
+            sock.close()
+    report(request, f"32 slow bodies from {slow} held; 10 more: {dict(refused)}")
+    assert answered == 0  # the 32 are still waiting for their bodies
+    assert refused == Counter({429: 10})
+    assert other.status == 200
+
+
+def test_the_site_documents_the_roles_nginx_conf_values() -> None:
+    site = SITE.read_text()
+    main = role_main_settings()
+    assert f"worker_rlimit_nofile {main['worker_rlimit_nofile']};" in site
+    assert f"worker_connections {main['worker_connections']};" in site
