@@ -60,3 +60,26 @@ def start_app(tmp_path: Path, mariadb: LocalMariaDB) -> Iterator[AppFactory]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def kit_server(
+    mariadb: LocalMariaDB, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GunicornServer]:
+    """The kit under real Gunicorn, shared by the tests of one module."""
+    log = tmp_path_factory.mktemp("kit") / "gunicorn.log"
+    env = {"DATABASE_URL": mariadb.url, "DB_IDLE_TIMEOUT": str(WAIT_TIMEOUT)}
+    server = GunicornServer(env, log).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def report(request: pytest.FixtureRequest, tag: str, line: str) -> None:
+    """Measured numbers go to the terminal even when the test passes: ``[tag] line``."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[{tag}] {line}")

@@ -16,8 +16,6 @@ from hypothesis import strategies as st
 
 from app.models import NOTE_MAX_LENGTH
 from harness.gunicorn import GunicornServer
-from harness.mariadb import LocalMariaDB
-from tests.conftest import WAIT_TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +23,9 @@ JSON = "application/json"
 
 
 @pytest.fixture(scope="module")
-def app_url(mariadb: LocalMariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("bad-input") / "gunicorn.log"
-    env = {"DATABASE_URL": mariadb.url, "DB_IDLE_TIMEOUT": str(WAIT_TIMEOUT)}
-    server = GunicornServer(env, log).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+def app_url(kit_server: GunicornServer) -> Iterator[str]:
+    yield kit_server.url
+    log = kit_server.log_path
     assert "Traceback" not in log.read_text(), f"the app logged a traceback; see {log}"
 
 

@@ -20,21 +20,13 @@ import requests
 
 from harness import ROOT
 from harness.testhost import NspawnHost, snapshot_release
+from tests.conftest import report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible]
 
 # inventories/local/group_vars/all.yml: db_idle_timeout
 DB_IDLE_TIMEOUT = 5
 MAX_EXPOSURE = 2.0
-
-
-def report(request: pytest.FixtureRequest, line: str) -> None:
-    """Measured numbers go to the terminal even when the test passes."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"[deploy] {line}")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +49,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NspawnHost]:
 def converged(host: NspawnHost, request: pytest.FixtureRequest) -> NspawnHost:
     first = host.playbook()
     assert first.returncode == 0, first.output[-4000:]
-    report(request, f"first converge: {first.seconds:.0f} s, changed={first.changed}")
+    report(request, "deploy", f"first converge: {first.seconds:.0f} s, changed={first.changed}")
     return host
 
 
@@ -92,7 +84,7 @@ def test_inconsistent_inventory_fails_fast_and_touches_nothing(
     assert message in run.output, run.output[-3000:]
     failures = [line for line in run.output.splitlines() if line.startswith("fatal:")]
     assert failures and all(message in line for line in failures), failures
-    report(request, f"inconsistent inventory {overrides}: refused in {run.seconds:.1f} s")
+    report(request, "deploy", f"inconsistent inventory {overrides}: refused in {run.seconds:.1f} s")
     assert run.seconds < 15, f"preflight took {run.seconds:.1f} s"
     # Not one ssh connection: the host cannot have been changed.
     assert ssh_logins(host) == logins
@@ -104,7 +96,7 @@ def test_converge_then_rerun_changes_nothing(
 ) -> None:
     second = converged.playbook()
     assert second.returncode == 0, second.output[-4000:]
-    report(request, f"second converge: {second.seconds:.0f} s, changed={second.changed}")
+    report(request, "deploy", f"second converge: {second.seconds:.0f} s, changed={second.changed}")
     assert second.changed == 0, f"changed on re-run: {second.changed_tasks()}"
 
 
@@ -200,7 +192,11 @@ def test_app_unit_exposure_is_at_most_2(
     found = re.search(r"Overall exposure level for idle-proof\.service: ([\d.]+) (\w+)", out)
     assert found, out[-2000:]
     exposure = float(found.group(1))
-    report(request, f"systemd-analyze security idle-proof.service: {exposure} {found.group(2)}")
+    report(
+        request,
+        "deploy",
+        f"systemd-analyze security idle-proof.service: {exposure} {found.group(2)}",
+    )
     assert exposure <= MAX_EXPOSURE, out
 
 
@@ -268,6 +264,7 @@ def test_restart_and_redeploy_lose_no_requests(
     assert after != before and after.startswith("/opt/idle-proof/releases/")
     report(
         request,
+        "deploy",
         f"under load: {load.ok} requests answered 2xx ({restarted_ok} across 2 restarts), "
         f"{len(load.failures)} lost; redeploy of a new release {redeploy.seconds:.0f} s",
     )

@@ -18,9 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from harness.gunicorn import GunicornServer
-from harness.mariadb import LocalMariaDB
 from harness.nginx import NginxServer, RawResponse, free_port, send_raw
-from tests.conftest import WAIT_TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +27,9 @@ CLOSE = b"Connection: close\r\n"
 
 
 @pytest.fixture(scope="module")
-def gunicorn(mariadb: LocalMariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("nginx-errors") / "gunicorn.log"
-    env = {"DATABASE_URL": mariadb.url, "DB_IDLE_TIMEOUT": str(WAIT_TIMEOUT)}
-    server = GunicornServer(env, log).start()
-    try:
-        yield f"127.0.0.1:{server.port}"
-    finally:
-        server.stop()
+def gunicorn(kit_server: GunicornServer) -> str:
+    """The address nginx proxies to."""
+    return f"127.0.0.1:{kit_server.port}"
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,8 @@ import pytest
 import requests
 
 from harness.gunicorn import GunicornServer
-from harness.mariadb import LocalMariaDB
 from harness.nginx import SITE, NginxServer, role_main_settings, send_raw
-from tests.conftest import WAIT_TIMEOUT
+from tests.conftest import report
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +45,9 @@ DEBIAN_WORKER_CONNECTIONS = 768
 
 
 @pytest.fixture(scope="module")
-def gunicorn(mariadb: LocalMariaDB, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("nginx-limits") / "gunicorn.log"
-    env = {"DATABASE_URL": mariadb.url, "DB_IDLE_TIMEOUT": str(WAIT_TIMEOUT)}
-    server = GunicornServer(env, log).start()
-    try:
-        yield f"127.0.0.1:{server.port}"
-    finally:
-        server.stop()
+def gunicorn(kit_server: GunicornServer) -> str:
+    """The address nginx proxies to."""
+    return f"127.0.0.1:{kit_server.port}"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -63,15 +57,6 @@ def enough_files() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     yield
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-def report(request: pytest.FixtureRequest, line: str) -> None:
-    """Measured numbers go to the terminal even when the test passes."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"[limits] {line}")
 
 
 class Slowloris:
@@ -185,6 +170,7 @@ def test_a_slowloris_from_one_address_does_not_stop_another(
     not_enough = naive.error_count("worker_connections are not enough")
     report(
         request,
+        "limits",
         f"naive (768 connections, 60 s header timeout): GET / from 127.0.0.1 {dict(naive_outcomes)}"
         f"; slowloris opened {naive_attack.opened}, nginx logged 'worker_connections are not "
         f"enough' {not_enough} times",
@@ -197,6 +183,7 @@ def test_a_slowloris_from_one_address_does_not_stop_another(
     timed_out = kit.error_count("client timed out")
     report(
         request,
+        "limits",
         f"kit ({kit.worker_connections} connections, 10 s header timeout): GET / from "
         f"127.0.0.1 {dict(kit_outcomes)}; slowloris opened {kit_attack.opened}, "
         f"{kit_attack.closed_by_server} closed by nginx (header timeout: {timed_out}), "
@@ -237,6 +224,7 @@ def test_a_flood_from_one_address_is_cut_to_its_rate_with_json_429s(
     )
     report(
         request,
+        "limits",
         f"300 GET / from {ATTACKER} as fast as answered: {dict(flood)}; meanwhile {OTHER}: "
         f"{dict(others)}; 150 from 127.0.0.1 (exempt): {dict(loopback)}",
     )
@@ -281,7 +269,7 @@ def test_slow_bodies_from_one_address_are_capped_at_32(
     finally:
         for sock in held:
             sock.close()
-    report(request, f"32 slow bodies from {slow} held; 10 more: {dict(refused)}")
+    report(request, "limits", f"32 slow bodies from {slow} held; 10 more: {dict(refused)}")
     assert answered == 0  # the 32 are still waiting for their bodies
     assert refused == Counter({429: 10})
     assert other.status == 200
