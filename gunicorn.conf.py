@@ -185,10 +185,8 @@ def when_ready(server: Any) -> None:
     if problem:
         raise SystemExit(str(problem))
     # Every setting in force, so the journal shows what this master runs with.
-    in_force = " ".join(str(s.value(row.key)) for row in SETTINGS if row.kind != "url")
-    server.log.info(
-        "database %s: %s; %s workers", s.url_without_password, in_force, server.cfg.workers
-    )
+    in_force = " ".join(f"{row.env}={s.shown(row)}" for row in SETTINGS)
+    server.log.info("database settings: %s; %s workers", in_force, server.cfg.workers)
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -95,6 +95,15 @@ class KitConnection(pymysql.connections.Connection):
             super().rollback()
 
 
+def tls_args(ca: str) -> dict[str, Any]:
+    """PyMySQL's arguments for TLS that verifies the server's certificate and its name.
+
+    PyMySQL refuses a server that offers no TLS when these are set (2026), rather than going
+    on in plaintext: a test pins that.
+    """
+    return {"ssl_ca": ca, "ssl_verify_cert": True, "ssl_verify_identity": True} if ca else {}
+
+
 def begin_before_writes(
     conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
 ) -> None:

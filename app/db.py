@@ -19,6 +19,7 @@ What it guarantees, and why each piece is here:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,10 +39,11 @@ from app.connection import (
     KitConnection,
     begin_before_writes,
     socket_timeouts,
+    tls_args,
     watch_for_dead_peer,
 )
 from app.guard import CAUSES, ConnectionGuard, Observer
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -76,6 +78,11 @@ class TimedQueuePool(QueuePool):
 
 
 def create_engine(settings: Settings, guard: ConnectionGuard | None = None) -> Engine:
+    if settings.tls_ca and not os.access(settings.tls_ca, os.R_OK):
+        raise SettingsError(
+            f"DB_TLS_CA={settings.tls_ca}: cannot read it: point it at the CA certificate "
+            "(PEM) that signed the database server's certificate, readable by the app's user"
+        )
     guard = guard or ConnectionGuard(settings)
     engine = sqlalchemy.create_engine(
         settings.database_url,
@@ -95,6 +102,7 @@ def create_engine(settings: Settings, guard: ConnectionGuard | None = None) -> E
             "charset": "utf8mb4",
             # Reads outside transactions, writes in one (app/connection.py).
             "autocommit": True,
+            **tls_args(settings.tls_ca),
         },
     )
     engine.pool.observer = guard.observer  # type: ignore[attr-defined]

@@ -38,7 +38,7 @@ class SettingsError(ValueError):
 class Setting:
     key: str  # the attribute of Settings
     env: str  # the environment variable
-    kind: Literal["url", "seconds", "count"]
+    kind: Literal["url", "seconds", "count", "path"]
     # None: required (DATABASE_URL) or derived from another setting (DB_POOL_RECYCLE).
     default: float | None
     minimum: float
@@ -52,15 +52,18 @@ class Setting:
 
     @property
     def bounds(self) -> str:
-        if self.kind == "url":
+        if self.kind in ("url", "path"):
             return ""
         if self.maximum < math.inf:
             return f"{fmt(self.minimum)} to {fmt(self.maximum)}"
         return f"≥ {fmt(self.minimum)}"
 
-    def read(self, env: Mapping[str, str], name: str) -> float | None:
-        """The value from ``env``: an int for a count; None when unset and there is no default."""
+    def read(self, env: Mapping[str, str], name: str) -> float | str | None:
+        """The value from ``env``: an int for a count, the text for a path; None when unset
+        and there is no default."""
         raw = env.get(self.env, "").strip()
+        if self.kind == "path":
+            return raw
         if not raw:
             return self.default
         kind = "a whole number" if self.kind == "count" else "a number of seconds"
@@ -151,6 +154,15 @@ SETTINGS: tuple[Setting, ...] = (
         "app_db_max_connection_age",
     ),
     Setting(
+        "tls_ca", "DB_TLS_CA", "path", None, 0,
+        "CA certificate (PEM) that signed the database server's certificate. Set: every "
+        "connection is TLS, the server's certificate and its name (the host in "
+        "`DATABASE_URL`) are verified, and a server without TLS is refused. Empty: plaintext, "
+        "for a database on the same host",
+        "app_db_tls_ca",
+        default_text="(empty)",
+    ),
+    Setting(
         "ping_after_idle", "DB_PING_AFTER_IDLE", "seconds", 1, 0,
         "a connection idle longer than this is pinged before use; busier ones are not",
         "app_db_ping_after_idle",
@@ -189,6 +201,7 @@ class Settings:
     write_timeout: float
     net_timeout: float
     max_connection_age: float
+    tls_ca: str
     ping_after_idle: float
     ping_timeout: float
 
@@ -199,6 +212,14 @@ class Settings:
         port = f":{parts.port}" if parts.port else ""
         user = f"{parts.username}@" if parts.username else ""
         return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+    def shown(self, setting: Setting) -> str:
+        """A setting's value as a log line or ``kit settings`` shows it (no password)."""
+        if setting.kind == "url":
+            return self.url_without_password
+        if setting.kind == "path":
+            return str(getattr(self, setting.key)) or "(empty)"
+        return fmt(getattr(self, setting.key))
 
     def value(self, key: str, name: Namer = env_name) -> Value:
         """A setting as a rule's operand, named the way the reader knows it."""

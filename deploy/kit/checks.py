@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from app import rules
 from app.rules import Value, fmt
@@ -161,8 +162,32 @@ def abort_checks(facts: ServerFacts) -> list[Check]:
     return checks
 
 
+def tls_check(settings: Settings, facts: ServerFacts) -> Check:
+    """Is the app's connection encrypted where it crosses a network?"""
+    host = urlsplit(settings.database_url).hostname or ""
+    if facts.tls:
+        verified = "certificate and name verified" if settings.tls_ca else "not verified"
+        return Check("TLS", PASS, f"encrypted ({facts.tls}), {verified}")
+    if settings.tls_ca:  # PyMySQL refuses this itself; seen here only if that ever changes
+        return Check(
+            "TLS",
+            FAIL,
+            "DB_TLS_CA is set but the connection is plaintext",
+            "enable TLS on the server",
+        )
+    if host in ("localhost", "127.0.0.1", "::1"):
+        return Check("TLS", PASS, f"plaintext to {host}: the database is on this host")
+    return Check(
+        "TLS",
+        WARN,
+        f"plaintext to {host}: passwords and data cross the network unencrypted",
+        "serve TLS on the database and set DB_TLS_CA to the CA that signed its certificate",
+    )
+
+
 def server_checks(settings: Settings, facts: ServerFacts, workers: int | None) -> list[Check]:
     return [
+        tls_check(settings, facts),
         wait_timeout_check(settings, facts),
         max_connections_check(settings, facts, workers),
         user_limit_check(settings, facts, workers),

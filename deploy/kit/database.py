@@ -6,6 +6,7 @@ from urllib.parse import unquote, urlsplit
 
 import pymysql
 
+from app.connection import tls_args
 from app.settings import Settings
 
 
@@ -30,4 +31,5 @@ def connect(
         write_timeout=io_timeout,
         charset="utf8mb4",
         autocommit=True,
+        **tls_args(settings.tls_ca),
     )

@@ -57,10 +57,6 @@ def describe(settings: Settings, env: Mapping[str, str]) -> str:
     """Every setting in force, one per line, and whether it was set or is the default."""
     lines = []
     for s in SETTINGS:
-        if s.kind == "url":
-            value = settings.url_without_password + " (password not shown)"
-        else:
-            value = str(settings.value(s.key).value).removesuffix(".0")
         source = "set" if env.get(s.env, "").strip() else "default"
-        lines.append(f"{s.env}={value}  ({source})")
+        lines.append(f"{s.env}={settings.shown(s)}  ({source})")
     return "\n".join(lines)

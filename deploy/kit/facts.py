@@ -29,6 +29,8 @@ class ServerFacts:
     status: dict[str, str]
     # The app user's MAX_USER_CONNECTIONS: its account's, else the server's; 0: none.
     user_connection_limit: int = 0
+    # This connection's TLS version and cipher; "" in plaintext.
+    tls: str = ""
 
 
 def read_server(settings: Settings) -> ServerFacts:
@@ -51,13 +53,15 @@ def read_server(settings: Settings) -> ServerFacts:
             grants = " ".join(str(row[0]) for row in cur.fetchall())
             cur.execute("SELECT @@GLOBAL.max_user_connections")
             row = cur.fetchone()
+            cur.execute("SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')")
+            tls = " ".join(str(v) for _, v in sorted(cur.fetchall(), reverse=True) if v)
     finally:
         conn.close()
     account = re.search(r"MAX_USER_CONNECTIONS\s+(\d+)", grants)
     limit = (
         int(account.group(1)) if account and int(account.group(1)) else int(row[0] if row else 0)
     )
-    return ServerFacts(global_vars, session_vars, status, limit)
+    return ServerFacts(global_vars, session_vars, status, limit, tls)
 
 
 @dataclass
