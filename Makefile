@@ -6,12 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN := .run
 INVENTORY ?= ansible/inventories/local
+FLEET_INVENTORY ?= ansible/inventories/fleet
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run stop migrate test lint unit bench deploy testhost testhost-down clean \
-	collections ansible-lint
+	collections ansible-lint fleet fleet-down
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -75,6 +76,17 @@ testhost: ## Boot the local test host (Debian bookworm, systemd-nspawn, ssh on 1
 
 testhost-down: ## Power off and delete the local test host.
 	scripts/testhost down
+
+# The test fleet: FLEET_INVENTORY's hosts (db1, app1, app2, web1) as systemd-nspawn hosts
+# on a private bridge (scripts/fleet; FLEET_BRIDGE, FLEET_SUBNET), converged like real ones.
+fleet: collections ## Boot the test fleet (4 hosts on a private bridge) and converge site.yml on it.
+	scripts/install-system-deps test
+	FLEET_INVENTORY=$(abspath $(FLEET_INVENTORY)) scripts/fleet up
+	cd ansible && ../$(BIN)/ansible-playbook -i $(abspath $(FLEET_INVENTORY)) site.yml
+	@echo "fleet converged: try curl $$(FLEET_INVENTORY=$(abspath $(FLEET_INVENTORY)) scripts/fleet url) (make fleet-down removes the fleet)"
+
+fleet-down: ## Power off the test fleet's hosts, stop its proxy, delete its bridge.
+	scripts/fleet down
 
 ansible-lint: collections ## ansible-lint (production profile) and yamllint on ansible/.
 	cd ansible && ../$(BIN)/yamllint --strict .
