@@ -280,6 +280,13 @@ def _url(env: Mapping[str, str], name: str) -> str:
     try:
         parts.port  # noqa: B018 - urlsplit validates the port lazily
     except ValueError:
+        if "@" not in parts.netloc:
+            # "user:pass" cut short by a / ? or # in the password: never echo any of it.
+            raise SettingsError(
+                f"{name} has no host, or a password with / ? # @ : or % that is not "
+                "percent-encoded: encode them (%2F %3F %23 %40 %3A %25) in "
+                "mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE"
+            ) from None
         raise SettingsError(
             f"{name} has an invalid port in {parts.netloc.rsplit('@', 1)[-1]!r}: "
             "use a port from 1 to 65535, as in mysql+pymysql://USER:PASSWORD@HOST:3306/DATABASE"

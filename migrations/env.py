@@ -1,28 +1,38 @@
-"""Alembic environment: the same DATABASE_URL and settings checks as the app."""
+"""Alembic environment: the same DATABASE_URL, settings checks and TLS as the app.
+
+`alembic -x database-url=stdin upgrade head` reads DATABASE_URL from stdin instead of the
+environment: the Ansible role runs migrations as a user of their own whose password never
+goes on a command line, into the environment or into a file on the host.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from logging.config import fileConfig
 
 import sqlalchemy
 from alembic import context
 
+from app.connection import tls_args
 from app.models import Base
 from app.settings import Settings, SettingsError
 
 if context.config.config_file_name is not None:
     fileConfig(context.config.config_file_name)
 
+env = dict(os.environ)
+if context.get_x_argument(as_dictionary=True).get("database-url") == "stdin":
+    env["DATABASE_URL"] = sys.stdin.readline().strip()
 try:
-    settings = Settings.from_env()
+    settings = Settings.from_env(env)
 except SettingsError as exc:
     sys.exit(f"configuration error: {exc}")
 
 engine = sqlalchemy.create_engine(
     settings.database_url,
     poolclass=sqlalchemy.NullPool,
-    connect_args={"connect_timeout": settings.connect_timeout},
+    connect_args={"connect_timeout": settings.connect_timeout, **tls_args(settings.tls_ca)},
 )
 with engine.connect() as connection:
     context.configure(connection=connection, target_metadata=Base.metadata)

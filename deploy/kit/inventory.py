@@ -1,16 +1,19 @@
 """``kit check-inventory``: the kit's rules applied to a whole Ansible inventory.
 
 The preflight play (ansible/preflight.yml) runs this on the controller, before any host is
-contacted, with each host's values as JSON on stdin, named by their Ansible variables:
+contacted, with what each role will see on each host as JSON on stdin (the lookup
+``kit_inventory``: ``views``, ``specs``, ``set``, ``groups``, ``errors``; see
+:mod:`kit.wiring`), or, reduced to what the rules read, named by their Ansible variables:
 
     {"headroom": 10,
      "app": {"app1": {"app_db_idle_timeout": 350, "app_gunicorn_workers": 4, ...}},
      "db":  {"db1":  {"mysql_wait_timeout": 3600, "mysql_max_connections": 120}},
      "web": {"web1": {"nginx_proxy_read_timeout": 65}}}
 
-It applies the same rules as the app at start-up, ``gunicorn.conf.py`` and ``kit doctor``
-(:mod:`app.rules`), and prints one line per problem in the inventory's own words
-(``app_db_pool_recycle``, not ``DB_POOL_RECYCLE``). Exit 0: consistent; 1: problems.
+First :mod:`kit.wiring` (names, types, addresses, the values hosts share); then the same
+rules as the app at start-up, ``gunicorn.conf.py`` and ``kit doctor`` (:mod:`app.rules`).
+It prints one line per problem in the inventory's own words (``app_db_pool_recycle``, not
+``DB_POOL_RECYCLE``). Exit 0: consistent; 1: problems.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, TextIO
 from app import rules
 from app.rules import Pools, Value
 from app.settings import SETTINGS, Setting, Settings, SettingsError
+from kit import wiring
 from kit.errors import UsageError
 
 # The app host's values that are not database settings: Gunicorn's, as the app role names them.
@@ -109,9 +113,14 @@ def problems(inventory: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], st
         return
     headroom = int(inventory.get("headroom", 0))
     for name, values in inventory.get("db", {}).items():
+        # A managed database's (no db group): what the inventory says of it.
+        wait_name = "mysql_wait_timeout" if "mysql_wait_timeout" in values else "db_idle_timeout"
+        max_name = (
+            "mysql_max_connections" if "mysql_max_connections" in values else "db_max_connections"
+        )
         try:
-            wait = number(values, "mysql_wait_timeout", minimum=1, whole=False)
-            max_conn = number(values, "mysql_max_connections", minimum=1)
+            wait = number(values, wait_name, minimum=1, whole=False)
+            max_conn = number(values, max_name, minimum=1)
         except Invalid as exc:
             yield (name,), str(exc)
             continue
@@ -137,6 +146,31 @@ def problems(inventory: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], st
             yield (name,), str(problem)
 
 
+def rules_input(inventory: Mapping[str, Any]) -> dict[str, Any]:
+    """What the rules read, from the lookup's views: each group's values, and a managed
+    database's (no db group) as the inventory states them."""
+    views = inventory["views"]
+    apps, dbs = views["app"], views["mysql"]
+    first: Mapping[str, Any] = next(iter(apps.values()), {})
+    headroom = first.get("db_connection_headroom", 0)
+    if not dbs and apps:
+        dbs = {
+            "managed database": {k: first.get(k) for k in ("db_idle_timeout", "db_max_connections")}
+        }
+    return {"headroom": headroom, "app": apps, "db": dbs, "web": views["nginx"]}
+
+
+def all_problems(inventory: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], str]]:
+    if "views" not in inventory:
+        yield from problems(inventory)
+        return
+    found = list(wiring.problems(inventory))
+    if found:
+        yield from found
+        return
+    yield from problems(rules_input(inventory))
+
+
 def run(stdin: TextIO, stdout: TextIO) -> int:
     fix = "pass the object ansible/preflight.yml builds"
     try:
@@ -147,7 +181,7 @@ def run(stdin: TextIO, stdout: TextIO) -> int:
         raise UsageError(f"stdin is not a JSON object: {fix}")
     # Hosts that share their group's values share its problems: one line each.
     found: dict[str, dict[str, None]] = {}
-    for hosts, problem in problems(inventory):
+    for hosts, problem in all_problems(inventory):
         found.setdefault(problem, {}).update(dict.fromkeys(hosts))
     for problem, names in found.items():
         print(f"{', '.join(names)}: {problem}", file=stdout)
