@@ -1,7 +1,9 @@
 """The example inventory's wiring and the preflight checks, on the controller only.
 
-Nothing here contacts a host: preflight.yml runs without facts or connections, and the
-debug module templates variables locally. The converge itself is in test_deploy.py.
+Nothing here contacts a host: preflight.yml runs without facts or connections, and what the
+roles see is shown by a playbook that loads the kit's roles but runs only its debug tasks
+(``--tags show``; Ansible still validates each role's argument specs). The converge itself
+is in test_deploy.py (one host) and tests/test_fleet.py (four).
 """
 
 from __future__ import annotations
@@ -9,23 +11,42 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from harness.testhost import ANSIBLE_DIR
 
 pytestmark = pytest.mark.ansible
 
-EXAMPLE = str(ANSIBLE_DIR / "inventories" / "example")
+EXAMPLE = ANSIBLE_DIR / "inventories" / "example"
+ROLES = ANSIBLE_DIR / "roles"
 BIN = Path(sys.executable).parent
-PASSWORD = {"vault_db_password": "a-long-test-password"}
+PASSWORDS = {
+    "vault_db_password": "a-long-test-password",
+    "vault_db_migrate_password": "another-long-password",
+}
+# The roles site.yml runs on each group (the firewall on every host).
+PLAYS = {"all": "firewall", "db": "mysql", "app": "app", "web": "nginx"}
 
 
-def ansible(*argv: str, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
+def options(role: str) -> dict[str, Any]:
+    """A role's argument spec options, with those of the shared role it depends on."""
+    found = {}
+    for name in ("shared", role):
+        specs = yaml.safe_load((ROLES / name / "meta" / "argument_specs.yml").read_text())
+        found.update(specs["argument_specs"]["main"]["options"])
+    return found
+
+
+def ansible(
+    *argv: str, inventory: Path = EXAMPLE, extra: dict[str, object] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "ANSIBLE_NOCOLOR": "1",
@@ -34,7 +55,7 @@ def ansible(*argv: str, extra: dict[str, object]) -> subprocess.CompletedProcess
         "ANSIBLE_CALLBACK_FORMAT_PRETTY": "false",
     }
     return subprocess.run(
-        [*argv, "-i", EXAMPLE, "-e", json.dumps(extra)],
+        [*argv, "-i", str(inventory), "-e", json.dumps({**PASSWORDS, **(extra or {})})],
         cwd=ANSIBLE_DIR,
         env=env,
         capture_output=True,
@@ -51,41 +72,189 @@ def collections() -> None:
     )
 
 
-def rendered(var: str) -> dict[str, Any]:
-    """The value of var on each host of the example inventory, as the roles will see it."""
-    proc = ansible(
-        str(BIN / "ansible"),
-        "all",
-        "-m",
-        "ansible.builtin.debug",
-        "-a",
-        f"var={var}",
-        extra=PASSWORD,
+@pytest.fixture(scope="module")
+def show_playbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each role on its group, showing every option as the role sees it; and the preflight's
+    lookup, showing what it will check (for every host, whatever --limit says)."""
+    plays: list[dict[str, Any]] = []
+    for group, role in PLAYS.items():
+        show = sorted(options(role))
+        task = {
+            "name": "Show",
+            "ansible.builtin.debug": {
+                "msg": "{{ dict(show | zip(query('ansible.builtin.vars', *show))) }}"
+            },
+            "vars": {"show": show},
+            "tags": ["show"],
+        }
+        plays.append(
+            {"name": role, "hosts": group, "gather_facts": False, "roles": [role], "tasks": [task]}
+        )
+    lookup = (
+        "{{ lookup('kit_inventory', firewall=groups['all'], mysql=groups['db'] | default([]),"
+        " app=groups['app'] | default([]), nginx=groups['web'] | default([])) }}"
     )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    found = re.findall(r"^(\S+) \| SUCCESS => (\{.*\})$", proc.stdout, re.M)
-    return {host: json.loads(result)[var] for host, result in found}
+    task = {"name": "Show", "ansible.builtin.debug": {"msg": lookup}, "tags": ["show"]}
+    plays.append(
+        {
+            "name": "preflight",
+            "hosts": "all",
+            "gather_facts": False,
+            "tasks": [task | {"run_once": True}],
+        }
+    )
+    path = tmp_path_factory.mktemp("show") / "show.yml"
+    path.write_text(yaml.safe_dump(plays, sort_keys=False))
+    return path
 
 
-def preflight(**overrides: object) -> tuple[int, list[str]]:
-    proc = ansible(str(BIN / "ansible-playbook"), "preflight.yml", extra={**PASSWORD, **overrides})
+def shown(
+    playbook: Path, inventory: Path = EXAMPLE, *args: str, **extra: object
+) -> dict[str, dict[str, Any]]:
+    """{play: {host: what it showed}}: each role's variables, or the preflight's lookup."""
+    proc = ansible(
+        str(BIN / "ansible-playbook"), str(playbook), "--tags", "show", *args,
+        inventory=inventory, extra=extra,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    found: dict[str, dict[str, Any]] = {}
+    play = ""
+    for line in proc.stdout.splitlines():
+        if line.startswith("PLAY ["):
+            play = line.split("[", 1)[1].split("]", 1)[0]
+        elif match := re.match(r"^ok: \[(\S+)\] => (\{.*\})$", line):
+            found.setdefault(play, {})[match.group(1)] = json.loads(match.group(2))["msg"]
+    return found
+
+
+def preflight(inventory: Path = EXAMPLE, *args: str, **overrides: object) -> tuple[int, list[str]]:
+    proc = ansible(
+        str(BIN / "ansible-playbook"), "preflight.yml", *args, inventory=inventory, extra=overrides
+    )
     failure = r"^(?:fatal: \[\S+\]: FAILED!|failed: \[\S+\] \(item=.*?\)) => (\{.*\})$"
     fatal = re.findall(failure, proc.stdout, re.M)
     return proc.returncode, [json.loads(result)["msg"] for result in fatal]
 
 
-def test_example_inventory_wires_one_idle_timeout_everywhere() -> None:
+def copy_example(tmp_path: Path) -> Path:
+    inventory = tmp_path / "inventory"
+    shutil.copytree(EXAMPLE, inventory)
+    return inventory
+
+
+def edit_hosts(inventory: Path, change: Any) -> None:
+    hosts = inventory / "hosts.yml"
+    data = yaml.safe_load(hosts.read_text())
+    change(data["all"]["children"])
+    hosts.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def write_vars(path: Path, values: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(values))
+
+
+# --- what the roles see ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_example_inventory_wires_one_idle_timeout_everywhere(show_playbook: Path) -> None:
     # db_idle_timeout 3600 on the server; a 350 s middlebox makes the app follow 350.
-    assert set(rendered("mysql_wait_timeout").values()) == {"3600"}
-    assert set(rendered("mysql_interactive_timeout").values()) == {"3600"}
-    assert {float(v) for v in rendered("app_db_idle_timeout").values()} == {350.0}
+    seen = shown(show_playbook)
+    assert {str(v["mysql_wait_timeout"]) for v in seen["mysql"].values()} == {"3600"}
+    assert {str(v["mysql_interactive_timeout"]) for v in seen["mysql"].values()} == {"3600"}
+    assert {float(v["app_db_idle_timeout"]) for v in seen["app"].values()} == {350.0}
 
 
-def test_example_inventory_wires_the_hosts_to_each_other() -> None:
-    assert rendered("nginx_upstream_servers")["web1"] == ["10.0.0.21:8000", "10.0.0.22:8000"]
-    assert rendered("mysql_app_client_hosts")["db1"] == ["10.0.0.21", "10.0.0.22"]
-    assert rendered("mysql_bind_address")["db1"] == "10.0.0.10"
-    assert rendered("app_ip_address_allow")["app1"] == ["localhost", "10.0.0.10", "10.0.0.30"]
+@pytest.mark.slow
+def test_example_inventory_wires_the_hosts_to_each_other(show_playbook: Path) -> None:
+    seen = shown(show_playbook)
+    assert seen["nginx"]["web1"]["nginx_upstream_servers"] == ["10.0.0.21:8000", "10.0.0.22:8000"]
+    assert seen["mysql"]["db1"]["mysql_app_client_hosts"] == ["10.0.0.21", "10.0.0.22"]
+    assert seen["mysql"]["db1"]["mysql_bind_address"] == "10.0.0.10"
+    assert seen["app"]["app1"]["app_ip_address_allow"] == ["localhost", "10.0.0.10", "10.0.0.30"]
+    assert seen["app"]["app1"]["app_socket_ip_address_allow"] == ["localhost", "10.0.0.30"]
+    assert seen["app"]["app1"]["app_forwarded_allow_ips"] == ["127.0.0.1", "10.0.0.30"]
+    assert seen["app"]["app1"]["app_listen"] == "10.0.0.21:8000"
+    assert seen["firewall"]["db1"]["firewall_db_clients"] == ["10.0.0.21", "10.0.0.22"]
+    assert seen["firewall"]["app1"]["firewall_app_clients"] == ["10.0.0.30"]
+    # TLS on by default: the app hosts and db1 are different hosts.
+    assert seen["app"]["app1"]["app_db_tls_ca"] == "/etc/idle-proof/db-ca.pem"
+    assert seen["mysql"]["db1"]["mysql_tls"] in (True, "True")
+
+
+@pytest.mark.slow
+def test_the_preflight_sees_what_the_roles_see_even_under_limit(show_playbook: Path) -> None:
+    """The preflight's lookup gives, for every host, each role's values exactly as the role
+    sees them (passwords as stars), also for hosts outside --limit."""
+    seen = shown(show_playbook)
+    checked = shown(show_playbook, EXAMPLE, "--limit", "web1")["preflight"]["web1"]
+    assert set(checked["groups"]) == {"db1", "app1", "app2", "web1"}
+    for role in PLAYS.values():
+        secret = {n for n, spec in options(role).items() if spec.get("no_log")}
+        for host, values in seen[role].items():
+            view = checked["views"][role][host]
+            for name in secret:
+                assert view.pop(name) == "*" * len(str(values.pop(name))), name
+            assert {n: str(v) for n, v in view.items()} == {n: str(v) for n, v in values.items()}
+
+
+def probe(name: str, spec: dict[str, Any], index: int) -> Any:
+    """A value of the option's type that no default has."""
+    kind, element = spec.get("type", "raw"), spec.get("elements", "str")
+    if kind == "list":
+        return [4000 + index] if element == "int" else [f"probe-{name}"]
+    return {
+        "int": 4000 + index,
+        "float": 40.5 + index,
+        "bool": False,
+        "dict": {"PROBE": name},
+    }.get(kind, f"probe-{name}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("place", ["group_vars/all", "group file", "host_vars", "-e"])
+def test_every_documented_variable_wins_where_a_user_sets_it(
+    show_playbook: Path, tmp_path: Path, place: str
+) -> None:
+    """Every option of every role, set in an inventory's group_vars/all, a group's file,
+    host_vars or -e, is what the role sees: no wiring outranks the inventory."""
+    inventory = copy_example(tmp_path)
+    index = {n: i for i, n in enumerate(sorted({n for r in PLAYS.values() for n in options(r)}))}
+    values = {
+        role: {n: probe(n, spec, index[n]) for n, spec in options(role).items()}
+        for role in PLAYS.values()
+    }
+    everything = {k: v for role_values in values.values() for k, v in role_values.items()}
+    extra: dict[str, Any] = {}
+    if place == "group_vars/all":
+        write_vars(inventory / "group_vars" / "all" / "zz-probe.yml", everything)
+    elif place == "group file":
+        for group, role in PLAYS.items():
+            if group != "all":
+                write_vars(
+                    inventory / "group_vars" / f"{group}.yml", values[role] | values["firewall"]
+                )
+    elif place == "host_vars":
+        for host in ("db1", "app1", "app2", "web1"):
+            write_vars(inventory / "host_vars" / f"{host}.yml", everything)
+    else:
+        extra = everything
+    seen = shown(show_playbook, inventory, **extra)
+    for role, expected in values.items():
+        for host, got in seen[role].items():
+            differ = {n: (got[n], v) for n, v in expected.items() if same(got[n]) != same(v)}
+            assert not differ, (place, role, host, differ)
+
+
+def same(value: Any) -> Any:
+    """Values as Ansible may render them: 4000 or "4000", [4000] or ["4000"]."""
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return value if isinstance(value, dict) else str(value)
+
+
+# --- the preflight ---------------------------------------------------------------------------
 
 
 def test_example_inventory_passes_preflight() -> None:
@@ -96,6 +265,7 @@ def test_example_inventory_passes_preflight() -> None:
     ("overrides", "message"),
     [
         ({"vault_db_password": ""}, "db_password is not set"),
+        ({"vault_db_migrate_password": "short"}, "db_migrate_password is not set (or shorter"),
         (
             {"app_db_pool_recycle": 350},
             "app1, app2: app_db_pool_recycle=350 must be below app_db_idle_timeout=350: "
@@ -119,6 +289,42 @@ def test_example_inventory_passes_preflight() -> None:
             "app1, app2: app_gunicorn_workers='four' is not a whole number",
         ),
         ({"app_db_ping_timeout": 40}, "app_db_ping_timeout=40 must not exceed"),
+        # Misspelt and mistyped: refused by name, never ignored.
+        (
+            {"app_db_pool_sise": 3},
+            "app_db_pool_sise is not a variable of the kit's roles "
+            "(did you mean app_db_pool_size?)",
+        ),
+        (
+            {"mysql_max_conections": 500},
+            "mysql_max_conections is not a variable of the kit's roles "
+            "(did you mean mysql_max_connections?)",
+        ),
+        ({"nginx_listen": "80"}, "web1: nginx_listen='80' is not a list"),
+        ({"db_tls": "maybe"}, "db_tls='maybe' is not true or false"),
+        # A role variable set against the shared one that the other hosts follow.
+        (
+            {"mysql_port": 3307},
+            "mysql_port=3307 on db1 but app_db_port=3306 on the app hosts: set db_port",
+        ),
+        ({"mysql_wait_timeout": 60}, "set db_idle_timeout"),
+        ({"mysql_tls": False}, "db1 does not serve TLS (mysql_tls=False) but app_db_tls_ca is"),
+        ({"app_listen": "/run/idle-proof/gunicorn.sock"}, "which web1 cannot reach"),
+        (
+            {"nginx_upstream_servers": ["10.0.0.21:8000"]},
+            "nginx_upstream_servers=['10.0.0.21:8000'] but",
+        ),
+        ({"db_client_addresses": ["10.0.0.21"]}, "does not admit app2 (10.0.0.22)"),
+        (
+            {"app_forwarded_allow_ips": ["127.0.0.1"]},
+            "app_forwarded_allow_ips on app1 lacks web1's",
+        ),
+        ({"firewall_web_ports": [443]}, "nginx listens on port 80 (nginx_listen) but"),
+        (
+            {"db_address": "db.example.com", "mysql_tls_names": ["10.0.0.10"]},
+            "app_db_host=db.example.com on app1 is not a name on db1's certificate",
+        ),
+        ({"db_max_connections": 500}, "db_max_connections is for a managed database"),
     ],
 )
 def test_inconsistent_example_inventory_names_what_to_change(
@@ -128,3 +334,110 @@ def test_inconsistent_example_inventory_names_what_to_change(
     assert returncode != 0
     assert messages and all(message in m for m in messages), messages
     assert all("\n" not in m for m in messages), messages
+
+
+def test_hosts_must_agree_on_the_shared_values(tmp_path: Path) -> None:
+    """db_idle_timeout for the db group alone would give the server 60 s while the app hosts
+    recycle at 315 s: refused, naming the variable and where each value comes from."""
+    inventory = copy_example(tmp_path)
+    write_vars(inventory / "group_vars" / "db.yml", {"db_idle_timeout": 60})
+    returncode, messages = preflight(inventory)
+    assert returncode != 0
+    assert messages == [
+        "db1, app1, app2, web1: db_idle_timeout differs between hosts (db1: 60; app1, app2, "
+        "web1: 3600): set it once for all of them (your inventory's group_vars/all)"
+    ]
+
+
+def test_preflight_checks_hosts_outside_limit(tmp_path: Path) -> None:
+    """--limit web1 touches web1 only, but web1 must still agree with the others."""
+    inventory = copy_example(tmp_path)
+    write_vars(inventory / "host_vars" / "db1.yml", {"mysql_max_connections": 50})
+    assert preflight(inventory, "--limit", "db1")[0] != 0
+    returncode, messages = preflight(inventory, "--limit", "web1")
+    assert returncode != 0
+    assert messages and "raise mysql_max_connections to at least 90" in messages[0], messages
+
+
+def by_name(tmp_path: Path) -> Path:
+    """The example with every host reached by a name."""
+    inventory = copy_example(tmp_path)
+
+    def rename(groups: dict[str, Any]) -> None:
+        for group in groups.values():
+            for name, host in group["hosts"].items():
+                host["ansible_host"] = f"{name}.example.com"
+
+    edit_hosts(inventory, rename)
+    return inventory
+
+
+def test_hosts_given_by_name_need_a_private_address(tmp_path: Path) -> None:
+    returncode, messages = preflight(by_name(tmp_path))
+    assert returncode != 0
+    assert len(messages) == 1 and messages[0].startswith(
+        "db1, app1, app2, web1: private_address is a name, not an address (db1: "
+        "db1.example.com, app1: app1.example.com, app2: app2.example.com, web1: web1.example.com)"
+    ), messages
+    assert "set private_address for each (host_vars)" in messages[0]
+
+
+@pytest.mark.slow
+def test_hosts_given_by_name_with_addresses_get_addresses_everywhere(
+    tmp_path: Path, show_playbook: Path
+) -> None:
+    """Names where names work (ssh, the database's name on its certificate), addresses
+    where only an address does."""
+    inventory = by_name(tmp_path)
+    for host, address in {"db1": 10, "app1": 21, "app2": 22, "web1": 30}.items():
+        write_vars(
+            inventory / "host_vars" / f"{host}.yml", {"private_address": f"10.0.0.{address}"}
+        )
+    extra = {"db_address": "db1.example.com"}
+    assert preflight(inventory, **extra) == (0, [])
+    seen = shown(show_playbook, inventory, **extra)
+    assert seen["mysql"]["db1"]["mysql_app_client_hosts"] == ["10.0.0.21", "10.0.0.22"]
+    assert seen["mysql"]["db1"]["mysql_bind_address"] == "10.0.0.10"
+    assert seen["mysql"]["db1"]["mysql_tls_names"] == ["db1.example.com", "10.0.0.10"]
+    assert seen["app"]["app1"]["app_db_host"] == "db1.example.com"
+    assert seen["app"]["app1"]["app_ip_address_allow"] == ["localhost", "10.0.0.10", "10.0.0.30"]
+    assert seen["app"]["app2"]["app_listen"] == "10.0.0.22:8000"
+    assert seen["nginx"]["web1"]["nginx_upstream_servers"] == ["10.0.0.21:8000", "10.0.0.22:8000"]
+    assert seen["firewall"]["app1"]["firewall_app_clients"] == ["10.0.0.30"]
+
+
+def managed(tmp_path: Path) -> Path:
+    """The example without a db group: the app hosts use a database the kit does not run."""
+    inventory = copy_example(tmp_path)
+    edit_hosts(inventory, lambda groups: groups.pop("db"))
+    main = inventory / "group_vars" / "all" / "main.yml"
+    main.write_text(main.read_text().replace("db_address: 10.0.0.10", "db_address: db.example.com"))
+    return inventory
+
+
+def test_a_managed_database_needs_its_limits_its_ca_and_addresses(tmp_path: Path) -> None:
+    inventory = managed(tmp_path)
+    returncode, messages = preflight(inventory)
+    assert returncode != 0
+    assert messages == [
+        "app1, app2: app_ip_address_allow lists db_address=db.example.com, a name: systemd's "
+        "IPAddressAllow= takes addresses and networks only: set app_ip_address_allow to "
+        "localhost, the database's address or network, and the web hosts' addresses"
+    ]
+    allow = {"app_ip_address_allow": ["localhost", "10.0.5.0/24", "10.0.0.30"]}
+    returncode, messages = preflight(inventory, **allow)
+    assert returncode != 0 and len(messages) == 1
+    assert "set db_max_connections to that server's max_connections" in messages[0]
+    assert f"db_tls_ca_cert={inventory}/.tls/ca.crt is not a file on the controller" in messages[0]
+    ca = tmp_path / "provider-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    told = {**allow, "db_tls_ca_cert": str(ca)}
+    returncode, messages = preflight(inventory, db_max_connections=60, **told)
+    assert returncode != 0
+    assert messages == [
+        "managed database: db_max_connections=60 is below what the app hosts can open: 2 app "
+        "host(s) x workers x (pool size + overflow) + 10 headroom = 90: raise "
+        "db_max_connections to at least 90 or lower app_gunicorn_workers, app_db_pool_size or "
+        "app_db_max_overflow"
+    ]
+    assert preflight(inventory, db_max_connections=120, **told) == (0, [])

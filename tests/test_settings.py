@@ -69,6 +69,15 @@ def test_bad_urls(url: str, expected: str) -> None:
     assert "mysql+pymysql://" in message  # says what a good one looks like
 
 
+@pytest.mark.parametrize("password", ["s3cr/et", "s3cr#et", "s3cr?et"])
+def test_a_password_cut_short_is_never_echoed(password: str) -> None:
+    """A / # or ? in an unencoded password ends the URL's host part inside the password:
+    the error must say to encode it, without showing any of it."""
+    message = refused(DATABASE_URL=f"mysql+pymysql://app:{password}@db:3306/app")
+    assert "percent-encoded" in message and "%2F" in message
+    assert "s3cr" not in message and "et@db" not in message
+
+
 @pytest.mark.parametrize(
     "name",
     [

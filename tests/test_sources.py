@@ -1,8 +1,9 @@
 """One source for every setting: what restates the table in app/settings.py must agree with it.
 
-The README's settings table, the app role's defaults, its EnvironmentFile and its preflight,
-the mysql role's idle timeouts, and the canonical files (gunicorn.conf.py, the systemd unit,
-nginx's include) either come from the table and the rules or are checked here against them.
+The README's settings table, the app role's defaults, its EnvironmentFile and its argument
+specs (what Ansible validates and the preflight sends to `kit check-inventory`), the mysql
+role's idle timeouts, and the canonical files (gunicorn.conf.py, the systemd unit, nginx's
+include) either come from the table and the rules or are checked here against them.
 """
 
 from __future__ import annotations
@@ -24,10 +25,27 @@ from kit import facts
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ROOT / "ansible" / "roles"
 ROWS = [s for s in SETTINGS if s.kind != "url"]
+# What each kind of setting is in the app role's argument specs.
+SPEC_TYPES = {"count": "int", "seconds": "float", "path": "str"}
+ROLE_NAMES = sorted(p.name for p in ROLES.iterdir() if (p / "defaults" / "main.yml").exists())
 
 
 def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
+
+
+def rendered(role: str, name: str, **inventory: Any) -> Any:
+    """A role default as Ansible templates it: the shared role's defaults, then the role's,
+    then what an inventory sets."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+
+    variables = {
+        **load(ROLES / "shared" / "defaults" / "main.yml"),
+        **load(ROLES / role / "defaults" / "main.yml"),
+        **inventory,
+    }
+    return Templar(DataLoader(), variables=variables).template(variables[name])
 
 
 def test_readme_settings_table_is_generated_from_the_table() -> None:
@@ -42,16 +60,25 @@ def test_readme_settings_table_is_generated_from_the_table() -> None:
 
 @pytest.mark.parametrize("setting", ROWS, ids=[s.env for s in ROWS])
 def test_app_role_default_agrees_with_the_table(setting: Any) -> None:
+    """As Ansible renders it, for a host with the database on loopback (no TLS, no network
+    idle limit): a setting that follows a shared variable follows its default."""
     defaults = load(ROLES / "app" / "defaults" / "main.yml")
     assert setting.role_var in defaults, f"{setting.role_var} is missing from the app role"
-    role_default = defaults[setting.role_var]
+    role_default = rendered("app", setting.role_var, db_address="127.0.0.1")
     if setting.default is None:
         assert role_default == "", f"{setting.role_var}: empty means the app derives it"
     else:
         assert float(role_default) == setting.default, (
             f"{setting.role_var}: {role_default} in the app role, {setting.default} in "
-            "app/settings.py: change the role's default to the table's"
+            "app/settings.py: change the role's default (or the shared one it follows)"
         )
+
+
+def test_app_role_follows_the_shared_idle_limits_and_tls() -> None:
+    assert float(rendered("app", "app_db_idle_timeout", db_idle_timeout=3600)) == 3600
+    idle = rendered("app", "app_db_idle_timeout", db_idle_timeout=3600, network_idle_timeout=350)
+    assert float(idle) == 350
+    assert rendered("app", "app_db_tls_ca", db_address="10.0.0.10") == "/etc/idle-proof/db-ca.pem"
 
 
 def test_app_role_environment_file_sets_each_setting_from_its_variable() -> None:
@@ -64,17 +91,33 @@ def test_app_role_environment_file_sets_each_setting_from_its_variable() -> None
         assert environment.get(setting.env) == f"{{{{ {setting.role_var} }}}}", setting.env
 
 
-def test_app_role_preflight_records_every_setting() -> None:
-    tasks = load(ROLES / "app" / "tasks" / "preflight.yml")
-    recorded = next(t for t in tasks if "app_preflight" in t.get("ansible.builtin.set_fact", {}))
-    keys = set(recorded["ansible.builtin.set_fact"]["app_preflight"])
-    assert {s.role_var for s in ROWS} <= keys
+def test_app_role_argument_specs_declare_every_setting() -> None:
+    """The argument specs are what Ansible validates and what the preflight sends to
+    `kit check-inventory` (every option): each setting, typed as the table's kind."""
+    spec = load(ROLES / "app" / "meta" / "argument_specs.yml")["argument_specs"]["main"]
+    for setting in ROWS:
+        assert setting.role_var in spec["options"], f"{setting.role_var} is not in the specs"
+        expected = "raw" if setting.key == "pool_recycle" else SPEC_TYPES[setting.kind]
+        assert spec["options"][setting.role_var]["type"] == expected, setting.role_var
+
+
+@pytest.mark.parametrize("role", ROLE_NAMES)
+def test_every_role_declares_exactly_its_defaults(role: str) -> None:
+    """Each documented variable (a default) has an argument spec, so a misspelt one is
+    refused by name and a mistyped one with its type, and each spec is documented."""
+    defaults = set(load(ROLES / role / "defaults" / "main.yml"))
+    spec = load(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]
+    assert set(spec["options"]) == defaults
+    secret = {name for name, option in spec["options"].items() if option.get("no_log")}
+    assert secret == {name for name in defaults if "password" in name}, "passwords are no_log"
 
 
 def test_server_idle_defaults_are_mysqls_and_the_apps() -> None:
-    mysql = load(ROLES / "mysql" / "defaults" / "main.yml")
     idle = next(s for s in SETTINGS if s.key == "idle_timeout")
-    assert mysql["mysql_wait_timeout"] == mysql["mysql_interactive_timeout"] == idle.default
+    assert load(ROLES / "shared" / "defaults" / "main.yml")["db_idle_timeout"] == idle.default
+    for name in ("mysql_wait_timeout", "mysql_interactive_timeout"):
+        assert float(rendered("mysql", name)) == idle.default
+        assert float(rendered("mysql", name, db_idle_timeout=60)) == 60
 
 
 def gunicorn_defaults() -> dict[str, Any]:
