@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -20,6 +19,7 @@ import requests
 
 from harness import ROOT
 from harness.testhost import NspawnHost, snapshot_release
+from harness.traffic import Load
 from tests.conftest import report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible]
@@ -198,49 +198,6 @@ def test_app_unit_exposure_is_at_most_2(
         f"systemd-analyze security idle-proof.service: {exposure} {found.group(2)}",
     )
     assert exposure <= MAX_EXPOSURE, out
-
-
-class Load:
-    """A steady loop of GET / and POST /notes from a few threads, counting every failure."""
-
-    def __init__(self, url: str, threads: int = 4) -> None:
-        self.url = url
-        self.ok = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._loop, args=(i,)) for i in range(threads)]
-
-    def _loop(self, worker: int) -> None:
-        session = requests.Session()
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            try:
-                if n % 2:
-                    r = session.post(
-                        f"{self.url}/notes", json={"text": f"{worker}.{n}"}, timeout=60
-                    )
-                else:
-                    r = session.get(f"{self.url}/", timeout=60)
-                outcome = None if r.status_code < 300 else f"{r.status_code} {r.text[:100]}"
-            except requests.RequestException as exc:
-                outcome = repr(exc)
-            with self._lock:
-                if outcome is None:
-                    self.ok += 1
-                else:
-                    self.failures.append(outcome)
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
 
 
 def test_restart_and_redeploy_lose_no_requests(
