@@ -45,11 +45,14 @@ class Served(Protocol):
 
 @dataclass
 class Load:
-    """One ``wrk`` command line: ``-t threads -c connections -d duration``."""
+    """One ``wrk`` command line: ``-t threads -c connections -d duration``; ``close``: a new
+    connection per request, as nginx opens towards Gunicorn (a sync worker closes every
+    connection anyway; a gthread worker would keep it alive for the next request)."""
 
     threads: int
     connections: int
     duration: int
+    close: bool = False
 
 
 @dataclass
@@ -96,6 +99,7 @@ def run_wrk(url: str, mode: str, load: Load) -> WrkRun:
         url,
         "--",
         mode,
+        *(["close"] if load.close else []),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     match = re.search(r"^BENCH_JSON (.*)$", out, re.MULTILINE)
@@ -179,7 +183,8 @@ def interleaved(
         for endpoint, (path, mode) in endpoints.items():
             if warm_up:
                 for server in servers.values():
-                    run_wrk(server.url + path, mode, Load(load.threads, load.connections, warm_up))
+                    warm = Load(load.threads, load.connections, warm_up, load.close)
+                    run_wrk(server.url + path, mode, warm)
             for r in range(rounds):
                 for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
                     server = servers[label]

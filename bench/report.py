@@ -173,7 +173,8 @@ def pieces_table(pieces: dict[str, Any]) -> list[str]:
 def scaling_tables(sc: dict[str, Any]) -> list[str]:
     lines = [
         "",
-        f"**Scaling** (the kit, `GET /`, `wrk -t1 -c{sc['connections']}`, interleaved rounds, "
+        f"**Scaling** (the kit, `GET /`, `wrk -t1 -c{sc['connections']}` with a new "
+        "connection per request, as nginx opens them towards Gunicorn; interleaved rounds, "
         "medians; gthread NxT = N workers of T threads):",
         "",
         "| Gunicorn workers | req/s | p50 ms | p99 ms | app CPU µs/req |",

@@ -126,7 +126,7 @@ def measure_on_mariadb(
             results["pieces"] = kit_pieces(db, args.micro_iterations)
     if args.scaling_rounds:
         with progress.phase("scaling"):
-            wide = Load(1, args.scaling_connections, args.duration)
+            wide = Load(1, args.scaling_connections, args.duration, close=True)
             results["scaling"] = scaling(
                 db, wide, args.scaling_rounds, args.workers, raw, progress, args.warmup
             )
