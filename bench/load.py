@@ -161,6 +161,27 @@ def stop_all(servers: Mapping[str, Served]) -> None:
                 future.result()
 
 
+def warm_all(
+    servers: Mapping[str, Served],
+    endpoints: Mapping[str, tuple[str, str]],
+    load: Load,
+    seconds: int,
+) -> None:
+    """``seconds`` of each endpoint's load on every server, all servers at once: pools,
+    compiled statements and caches filled before anything is recorded."""
+
+    def warm(server: Served) -> None:
+        for path, mode in endpoints.values():
+            run_wrk(
+                server.url + path, mode, Load(load.threads, load.connections, seconds, load.close)
+            )
+
+    if seconds:
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            for future in [pool.submit(warm, server) for server in servers.values()]:
+                future.result()
+
+
 def interleaved(
     db: LocalMariaDB,
     starters: Mapping[str, Callable[[], Served]],
@@ -170,29 +191,29 @@ def interleaved(
     progress: Progress,
     warm_up: int,
 ) -> Runs:
-    """Interleaved rounds, one endpoint after the other, on the same servers.
+    """Interleaved rounds: each round starts every server afresh, warms them, then loads
+    each endpoint on each server once, in an order rotated every round.
 
-    ``starters`` start one server each. Before the first round each server gets
-    ``warm_up`` seconds of the same load (pools, imports, caches), not recorded.
+    Fresh servers every round: two instances of the very same configuration differ by up
+    to 10 % over their whole life here (where the scheduler put their workers, beside
+    wrk and MariaDB), so a configuration must not keep one instance's luck for every round.
     """
     labels = list(starters)
     runs: Runs = {label: {e: [] for e in endpoints} for label in labels}
-    servers = start_all(starters)
-    try:
-        progress(f"started {', '.join(labels)}", count=False)
-        for endpoint, (path, mode) in endpoints.items():
-            if warm_up:
-                for server in servers.values():
-                    warm = Load(load.threads, load.connections, warm_up, load.close)
-                    run_wrk(server.url + path, mode, warm)
-            for r in range(rounds):
-                for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
+    for r in range(rounds):
+        servers = start_all(starters)
+        try:
+            warm_all(servers, endpoints, load, warm_up)
+            progress(f"round {r + 1}/{rounds}: started and warmed {', '.join(labels)}", False)
+            order = labels[r % len(labels) :] + labels[: r % len(labels)]
+            for endpoint, (path, mode) in endpoints.items():
+                for label in order:
                     server = servers[label]
                     run = measured_run(server.url, server.master_pid, db, path, mode, load)
                     runs[label][endpoint].append(run)
                     progress(_run_line(r, rounds, label, endpoint, run))
-    finally:
-        stop_all(servers)
+        finally:
+            stop_all(servers)
     return runs
 
 

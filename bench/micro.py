@@ -1,102 +1,111 @@
-"""Where the kit's time goes: one request in process, the kit beside the ORM floor, and the
-kit with one of its pieces taken out at a time (measurement only, never a setting).
+"""Where the kit's time goes: one request in process, the kit beside the ORM floor.
 
     DATABASE_URL=... python -m bench.micro [ITERATIONS]
 
-Runs in a process of its own (:func:`kit_pieces` starts it) with
+Runs in a process of its own (:func:`where_time_goes` starts it) with
 ``PROMETHEUS_MULTIPROC_DIR`` set, so the metrics write to files as under Gunicorn. Each
-case is one WSGI call of the app (``GET /`` or ``POST /notes``), timed in interleaved
-slices; the fastest slice counts (timeit's rule: what the code costs when nothing else got
-in the way). Two clocks: this thread's CPU time (the Python work) and the wall clock (that
-plus the round trips' wait). Prints JSON.
+case is one WSGI call of the app (``GET /`` or ``POST /notes``), no server, no HTTP:
+
+* timings: the kit, the kit with one piece taken out (measurement only, never a setting)
+  and ``floor-orm``, in interleaved slices; the fastest slice counts (timeit's rule: what
+  the code costs when nothing else got in the way). Two clocks: this thread's CPU time
+  (the Python work) and the wall clock (that plus the wait for MariaDB);
+* a profile of the kit and of ``floor-orm`` by area (:mod:`bench.profile`);
+* Gunicorn's access line: ``Logger.access()`` with the kit's ``access_log_format`` for one
+  request, written to a file.
+
+Prints JSON.
 """
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bench.configs import THROUGHPUT_WAIT_TIMEOUT
+from bench.profile import profile_by_area
 from harness import ROOT
 from harness.mariadb import LocalMariaDB
 
 MICRO_SLICES = 15
 WSGIApp = Callable[[dict[str, Any], Any], Any]
 
-# What each case takes out of the kit (one piece at a time).
-PIECES = {
+CASES = {
     "kit": "the kit as shipped",
-    "no-metrics": "without the Prometheus counters, gauges and checkout histogram",
-    "no-guard": "without the guard's checkout/checkin checks (fork, generation, poll, ping)",
-    "no-retry": "without the retry wrapper around each view",
-    "no-begin": "without the BEGIN before the first write (the write then autocommits)",
-    "session-kept": "without removing the session after the request",
-    "floor-orm": "the plain autocommit engine running the same views (harness.variants)",
+    "session-kept": "the kit, its session not removed after the request (no pool "
+    "checkin/checkout, no new `Session`)",
+    "no-begin": "the kit without the `BEGIN` before the first write (the write autocommits)",
+    "floor-orm": "the plain autocommit engine running the same views",
 }
+PROFILED = ("kit", "floor-orm")
 
 
 def build(case: str) -> WSGIApp:
-    """The Flask app for ``case``; pieces are taken out after ``create_app()`` built them."""
+    """The Flask app for ``case``; a piece is taken out after ``create_app()`` built it."""
     from sqlalchemy import event
 
-    from app import create_app, metrics
+    from app import create_app
     from app.connection import begin_before_writes
     from app.db import get_db
-    from app.guard import Observer
 
     if case == "floor-orm":
         from harness.variants import app as floor  # KIT_VARIANT=floor-orm: built at import
 
         return floor.wsgi_app
-    if case == "no-metrics":
-        kept = metrics.PrometheusObserver, metrics.instrument
-        metrics.PrometheusObserver, metrics.instrument = Observer, lambda engine: None  # type: ignore[assignment,misc]
-        try:
-            app = create_app()
-        finally:
-            metrics.PrometheusObserver, metrics.instrument = kept  # type: ignore[misc]
-        return app.wsgi_app
     app = create_app()
     db = get_db(app)
-    if case == "no-guard":
-        event.remove(db.engine, "checkout", db.guard.on_checkout)
-        event.remove(db.engine, "checkin", db.guard.on_checkin)
-    elif case == "no-retry":
-        app.dispatch_request = type(app).dispatch_request.__get__(app)  # type: ignore[method-assign]
-    elif case == "no-begin":
+    if case == "no-begin":
         event.remove(db.engine, "before_cursor_execute", begin_before_writes)
     elif case == "session-kept":
         app.teardown_appcontext_funcs.remove(db.remove_session)
     return app.wsgi_app
 
 
-def wsgi_call(app: WSGIApp, method: str, path: str, body: bytes = b"") -> Callable[[], None]:
-    """One request through the app's WSGI interface, without a server or a test client."""
-    environ = {
+def environ_for(method: str, path: str, body: bytes) -> dict[str, Any]:
+    """A WSGI environ like the one Gunicorn's sync worker builds behind nginx."""
+    return {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
+        "RAW_URI": path,
         "QUERY_STRING": "",
+        "SCRIPT_NAME": "",
         "SERVER_NAME": "127.0.0.1",
         "SERVER_PORT": "8000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1",
+        "SERVER_PROTOCOL": "HTTP/1.0",
+        "SERVER_SOFTWARE": "gunicorn",
+        "REMOTE_ADDR": "203.0.113.9",
+        "REMOTE_PORT": "50000",
         "HTTP_HOST": "127.0.0.1",
+        "HTTP_X_FORWARDED_FOR": "203.0.113.9",
+        "HTTP_X_REQUEST_ID": "0123456789abcdef0123456789abcdef",
+        "HTTP_CONNECTION": "close",
         "CONTENT_TYPE": "application/json" if body else "",
         "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "idle_proof.request_id": "0123456789abcdef0123456789abcdef",
     }
+
+
+def wsgi_call(app: WSGIApp, method: str, path: str, body: bytes = b"") -> Callable[[], None]:
+    """One request through the app's WSGI interface, without a server or a test client."""
+    environ = environ_for(method, path, body)
     statuses: list[str] = []
 
     def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
@@ -114,6 +123,27 @@ def wsgi_call(app: WSGIApp, method: str, path: str, body: bytes = b"") -> Callab
     return call
 
 
+def access_line(log_path: Path) -> Callable[[], None]:
+    """Gunicorn's ``Logger.access()`` for one ``GET /``, as gunicorn.conf.py formats it."""
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    cfg = Config()
+    cfg.set("accesslog", str(log_path))
+    cfg.set(
+        "access_log_format", runpy.run_path(str(ROOT / "gunicorn.conf.py"))["access_log_format"]
+    )
+    logger = Logger(cfg)
+    environ = environ_for("GET", "/", b"")
+    headers = [("HOST", "127.0.0.1"), ("X-FORWARDED-FOR", "203.0.113.9"), ("CONNECTION", "close")]
+    request = SimpleNamespace(headers=headers)
+    response = SimpleNamespace(
+        status="200 OK", headers=[("Content-Type", "application/json")], sent=2345
+    )
+    took = datetime.timedelta(microseconds=4500)
+    return lambda: logger.access(response, request, environ, took)
+
+
 def per_call(fn: Callable[[], None], n: int) -> tuple[float, float]:
     """(thread CPU µs, wall µs) per call of ``fn``, over ``n`` calls."""
     cpu, wall = time.thread_time(), time.perf_counter()
@@ -122,39 +152,57 @@ def per_call(fn: Callable[[], None], n: int) -> tuple[float, float]:
     return (time.thread_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
 
 
-def measure(iterations: int) -> dict[str, Any]:
-    calls = {}
-    for case in PIECES:
-        app = build(case)
-        calls[(case, "GET /")] = wsgi_call(app, "GET", "/")
-        calls[(case, "POST /notes")] = wsgi_call(app, "POST", "/notes", b'{"text": "bench"}')
+def fastest(calls: dict[Any, Callable[[], None]], iterations: int) -> dict[Any, dict[str, float]]:
+    """Each call's fastest slice of ``iterations / MICRO_SLICES`` calls, interleaved."""
     for fn in calls.values():
         per_call(fn, 30)  # warm-up: connections, compiled statements
-    samples: dict[tuple[str, str], list[tuple[float, float]]] = {key: [] for key in calls}
+    samples: dict[Any, list[tuple[float, float]]] = {key: [] for key in calls}
     for _ in range(MICRO_SLICES):  # interleaved: a busy neighbour hits every case alike
         for key, fn in calls.items():
             samples[key].append(per_call(fn, max(1, iterations // MICRO_SLICES)))
-    out: dict[str, Any] = {"iterations": iterations, "slices": MICRO_SLICES, "cases": {}}
-    for (case, endpoint), values in samples.items():
-        out["cases"].setdefault(case, {})[endpoint] = {
-            "cpu_us": min(v[0] for v in values),
-            "wall_us": min(v[1] for v in values),
-        }
+    return {
+        key: {"cpu_us": min(v[0] for v in values), "wall_us": min(v[1] for v in values)}
+        for key, values in samples.items()
+    }
+
+
+def measure(iterations: int, log_dir: Path) -> dict[str, Any]:
+    calls: dict[Any, Callable[[], None]] = {}
+    for case in CASES:
+        app = build(case)
+        calls[(case, "GET /")] = wsgi_call(app, "GET", "/")
+        calls[(case, "POST /notes")] = wsgi_call(app, "POST", "/notes", b'{"text": "bench"}')
+    calls["access line"] = access_line(log_dir / "access.log")
+    timed = fastest(calls, iterations)
+    out: dict[str, Any] = {
+        "iterations": iterations,
+        "slices": MICRO_SLICES,
+        "access_line": timed.pop("access line"),
+        "cases": {},
+        "profile": {},
+    }
+    for (case, endpoint), figures in timed.items():
+        out["cases"].setdefault(case, {})[endpoint] = figures
+    for case in PROFILED:
+        for endpoint in ("GET /", "POST /notes"):
+            profile = profile_by_area(calls[(case, endpoint)], iterations)
+            out["profile"].setdefault(case, {})[endpoint] = profile
     return out
 
 
-def kit_pieces(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
-    """:func:`measure` in a fresh process, metrics in a directory of their own."""
-    with tempfile.TemporaryDirectory(prefix="bench-metrics-") as metrics_dir:
+def where_time_goes(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
+    """:func:`measure` in a fresh process, metrics and the access log in a directory of
+    their own."""
+    with tempfile.TemporaryDirectory(prefix="bench-micro-") as scratch:
         env = {
             **os.environ,
             "DATABASE_URL": db.url,
             "DB_IDLE_TIMEOUT": str(THROUGHPUT_WAIT_TIMEOUT),
-            "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+            "PROMETHEUS_MULTIPROC_DIR": str(Path(scratch) / "metrics"),
             "KIT_VARIANT": "floor-orm",
         }
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.micro", str(iterations)],
+            [sys.executable, "-m", "bench.micro", str(iterations), scratch],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -167,7 +215,7 @@ def kit_pieces(db: LocalMariaDB, iterations: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        sys.exit("PROMETHEUS_MULTIPROC_DIR is not set: run it through bench.micro.kit_pieces")
+    if len(sys.argv) != 3 or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        sys.exit("run it through bench.micro.where_time_goes (ITERATIONS, a scratch directory)")
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(exist_ok=True)
-    print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 1500)))
+    print(json.dumps(measure(int(sys.argv[1]), Path(sys.argv[2]))))

@@ -1,7 +1,8 @@
 """The report: ``results.md`` (markdown, one small function per section) and the README block.
 
 Every section reads the results dictionary that ``results.json`` holds, so a report can be
-rendered again from a saved run. The fault sections are in :mod:`bench.report_faults`.
+rendered again from a saved run. What the kit costs and why (targets, statements, the
+in-process figures) is in :mod:`bench.report_costs`, the faults in :mod:`bench.report_faults`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.configs import DESCRIPTIONS, ENDPOINTS, TARGETS
-from bench.micro import PIECES
+from bench.configs import DESCRIPTIONS, ENDPOINTS
+from bench.report_costs import access_log, in_process, statements_table, targets
 from bench.report_faults import fault_sections
 from harness import ROOT
 
@@ -94,79 +95,6 @@ def cpu_table(tp: dict[str, Any]) -> list[str]:
         + ", ".join(f"{c} {n}" for c, n in errors.items())
         + ".",
     ]
-    return lines
-
-
-def targets(tp: dict[str, Any]) -> list[str]:
-    lines = ["", "**Targets** (medians of this run; paired = median of the per-round ratios):"]
-    for config, goal in TARGETS.items():
-        if config not in tp:
-            continue
-        for endpoint in ENDPOINTS:
-            e = tp[config][endpoint]
-            verdict = "met" if e["kit_ratio"] >= goal else "**missed**"
-            lines.append(
-                f"- {endpoint}: kit ÷ {config} ≥ {goal:.2f}: {e['kit_ratio']:.2f}, {verdict} "
-                f"(paired {e['kit_ratio_paired']:.2f}, by CPU per request "
-                f"{e['kit_ratio_cpu']:.2f})"
-            )
-    return lines
-
-
-def access_log(tp: dict[str, Any]) -> list[str]:
-    if "kit-accesslog" not in tp:
-        return []
-    parts = []
-    for endpoint in ENDPOINTS:
-        kit, logged = tp["kit"][endpoint], tp["kit-accesslog"][endpoint]
-        parts.append(
-            f"{endpoint} {(1 - 1 / logged['kit_ratio']) * 100:.0f} % of the throughput "
-            f"(paired {(1 - 1 / logged['kit_ratio_paired']) * 100:.0f} %), "
-            f"{logged['app_cpu_us'] - kit['app_cpu_us']:+.0f} µs of worker CPU per request"
-        )
-    return [
-        "",
-        "**Gunicorn's access log** (`kit-accesslog` beside `kit` in the same rounds, written "
-        "to a file): it costs " + "; ".join(parts) + ".",
-    ]
-
-
-def statements_table(st: dict[str, Any]) -> list[str]:
-    lines = [
-        "",
-        "Statements sent to MariaDB per request (each one a network round trip; "
-        "`bench/statements.py`):",
-        "",
-        "| configuration | GET / | POST /notes |",
-        "|---|---|---|",
-    ]
-    for config, per in st.items():
-        lines.append(_row([config] + [f"{len(v)}: {', '.join(v)}" for v in per.values()]))
-    return lines
-
-
-def pieces_table(pieces: dict[str, Any]) -> list[str]:
-    cases = pieces["cases"]
-    kit = cases["kit"]
-    lines = [
-        "",
-        f"**Where the kit's time goes**, in process (`bench/micro.py`: one WSGI call, no "
-        f"server; fastest of {pieces['slices']} interleaved slices of "
-        f"{pieces['iterations'] // pieces['slices']} calls; metrics written to files as under "
-        "Gunicorn). CPU is this thread's, wall adds the wait for MariaDB; Δ is the kit "
-        "minus the case: what that piece costs (measurement only: no case but `kit` is a "
-        "setting to run):",
-        "",
-        "| case | GET / CPU µs | wall µs | Δ CPU | POST /notes CPU µs | wall µs | Δ CPU |",
-        "|---|--:|--:|--:|--:|--:|--:|",
-    ]
-    for case, endpoints in cases.items():
-        cells = [f"`{case}`: {PIECES.get(case, '')}"]
-        for endpoint in ENDPOINTS:
-            e = endpoints[endpoint]
-            delta = "" if case == "kit" else f"{kit[endpoint]['cpu_us'] - e['cpu_us']:+.0f}"
-            cells += [f"{e['cpu_us']:.0f}", f"{e['wall_us']:.0f}", delta]
-        lines.append(_row(cells))
     return lines
 
 
@@ -272,11 +200,11 @@ def markdown(results: dict[str, Any]) -> str:
     tp = results["throughput"]
     lines = intro(results) + throughput_table(tp) + cpu_table(tp)
     if "kit" in tp:
-        lines += targets(tp) + access_log(tp)
+        lines += targets(tp) + access_log(tp, results.get("in_process"))
     if results.get("statements"):
         lines += statements_table(results["statements"])
-    if results.get("pieces"):
-        lines += pieces_table(results["pieces"])
+    if results.get("in_process"):
+        lines += in_process(results["in_process"])
     if results.get("scaling"):
         lines += scaling_tables(results["scaling"])
     lines += fault_sections(results.get("faults"), results.get("hot_faults"))

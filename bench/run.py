@@ -38,7 +38,7 @@ from bench.deploy_timing import time_deploy
 from bench.environment import machine, versions
 from bench.fault_matrix import hot_matrix, idle_matrix
 from bench.load import Load, seed_notes, statements_per_request, throughput
-from bench.micro import kit_pieces
+from bench.micro import where_time_goes
 from bench.progress import Progress
 from bench.report import README, markdown, write_readme
 from bench.scaling import WORKER_SETUPS, scaling
@@ -123,7 +123,7 @@ def measure_on_mariadb(
         results["statements"] = statements_per_request(db, args.configs)
     if args.micro_iterations:
         with progress.phase("in-process"):
-            results["pieces"] = kit_pieces(db, args.micro_iterations)
+            results["in_process"] = where_time_goes(db, args.micro_iterations)
     if args.scaling_rounds:
         with progress.phase("scaling"):
             wide = Load(1, args.scaling_connections, args.duration, close=True)

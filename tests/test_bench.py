@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.configs import BENCH, CONFIGS, ENDPOINTS
-from bench.micro import PIECES
+from bench.micro import CASES, PROFILED
 from bench.run import main
 from bench.scaling import WORKER_SETUPS
 from harness.hot import NET_TIMEOUT
@@ -75,11 +75,16 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert st["floor-orm"]["GET /"] == ["SELECT"]
     assert st["fsa-preping"]["GET /"][0] == "PING" and "PING" not in st["fsa-recycle"]["GET /"]
 
-    pieces = results["pieces"]["cases"]
-    assert list(pieces) == list(PIECES)
-    for case, endpoints in pieces.items():
+    in_process = results["in_process"]
+    assert list(in_process["cases"]) == list(CASES)
+    for case, endpoints in in_process["cases"].items():
         for endpoint, p in endpoints.items():
             assert 0 < p["cpu_us"] <= p["wall_us"], (case, endpoint, p)
+    assert list(in_process["profile"]) == list(PROFILED)
+    for case, endpoints in in_process["profile"].items():
+        for endpoint, areas in endpoints.items():
+            assert sum(areas.values()) > 0, (case, endpoint, areas)
+    assert 0 < in_process["access_line"]["cpu_us"] <= in_process["access_line"]["wall_us"]
 
     sc = results["scaling"]
     assert list(sc["workers"]) == list(WORKER_SETUPS)
