@@ -66,13 +66,12 @@ def _nginx(ax: Any, sc: dict[str, Any]) -> None:
         xs = [x + (i - 0.5) * WIDTH for x in range(len(paths))]
         p50 = [runs[p][endpoint]["p50_ms"] for p in paths]
         p99 = [runs[p][endpoint]["p99_ms"] for p in paths]
-        ax.bar(xs, p99, WIDTH, alpha=0.35, color=f"C{i}", label=f"{endpoint} p99")
-        bars = ax.bar(xs, p50, WIDTH, color=f"C{i}", label=f"{endpoint} p50")
-        ax.bar_label(bars, labels=[f"{v:.0f}" for v in p99], fontsize=7, padding=2)
+        tails = ax.bar(xs, p99, WIDTH, alpha=0.35, color=f"C{i}", label=f"{endpoint} p99")
+        ax.bar(xs, p50, WIDTH, color=f"C{i}", label=f"{endpoint} p50")
+        ax.bar_label(tails, fmt="%.0f", fontsize=7, padding=2)
     ax.set_xticks(range(len(paths)), ["straight to Gunicorn", "through nginx"], fontsize=8)
     ax.set_title(
-        f"{sc['nginx']['connections']} connections, {sc['nginx']['workers']} sync workers: "
-        "latency (labels: p99)",
+        f"{sc['nginx']['connections']} connections, {sc['nginx']['workers']} sync workers: latency",
         fontsize=10,
     )
     ax.set_ylabel("ms")

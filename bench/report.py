@@ -123,7 +123,8 @@ def scaling_tables(sc: dict[str, Any]) -> list[str]:
     ng = sc["nginx"]
     lines += [
         "",
-        f"At {ng['connections']} connections (`wrk -t2`), {ng['workers']} sync workers, "
+        f"At {ng['connections']} connections (`wrk -t{ng.get('threads', 1)}`), "
+        f"{ng['workers']} sync workers, "
         "straight to Gunicorn on TCP and through a real nginx with the canonical site "
         "(Gunicorn on a unix socket, as deployed):",
         "",

@@ -109,7 +109,12 @@ def through_nginx(
         label: {endpoint: medians(rs) for endpoint, rs in by_endpoint.items()}
         for label, by_endpoint in runs.items()
     }
-    return {"connections": NGINX_CONNECTIONS, "workers": workers, "runs": out}
+    return {
+        "connections": NGINX_CONNECTIONS,
+        "threads": load.threads,
+        "workers": workers,
+        "runs": out,
+    }
 
 
 def _memory_kib(pid: int) -> dict[str, int]:
