@@ -45,7 +45,8 @@ CASES = {
     "kit": "the kit as shipped",
     "session-kept": "the kit, its session not removed after the request (no pool "
     "checkin/checkout, no new `Session`)",
-    "no-begin": "the kit without the `BEGIN` before the first write (the write autocommits)",
+    "no-begin": "the kit without the `BEGIN` before the first write (the write autocommits, "
+    "so no `COMMIT` is sent either)",
     "floor-orm": "the plain autocommit engine running the same views",
 }
 PROFILED = ("kit", "floor-orm")
@@ -183,10 +184,9 @@ def measure(iterations: int, log_dir: Path) -> dict[str, Any]:
     }
     for (case, endpoint), figures in timed.items():
         out["cases"].setdefault(case, {})[endpoint] = figures
-    for case in PROFILED:
-        for endpoint in ("GET /", "POST /notes"):
-            profile = profile_by_area(calls[(case, endpoint)], iterations)
-            out["profile"].setdefault(case, {})[endpoint] = profile
+    profiled = {key: calls[key] for key in calls if isinstance(key, tuple) and key[0] in PROFILED}
+    for (case, endpoint), areas in profile_by_area(profiled, iterations).items():
+        out["profile"].setdefault(case, {})[endpoint] = areas
     return out
 
 

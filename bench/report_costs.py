@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.configs import ENDPOINTS, TARGETS
 from bench.micro import CASES
-from bench.profile import AREAS
+from bench.profile import AREAS, PROFILE_SLICES
 
 
 def _row(cells: list[str]) -> str:
@@ -107,8 +107,8 @@ def _timings(micro: dict[str, Any]) -> list[str]:
             f"{gap('floor-orm', 'POST /notes', 'wall_us'):+.0f} µs). Removing the session "
             f"after each `GET /` costs {gap('session-kept', 'GET /', 'cpu_us'):+.0f} µs of "
             "CPU (the pool's checkin and checkout with the guard and metrics on both, a new "
-            f"`Session`); the `BEGIN` round trip costs {begin:+.0f} µs of wall time per "
-            "`POST /notes`.",
+            f"`Session`); the write transaction's `BEGIN` and `COMMIT` round trips cost "
+            f"{begin:+.0f} µs of wall time per `POST /notes`.",
         ]
     return lines
 
@@ -117,9 +117,10 @@ def _profile(profile: dict[str, Any]) -> list[str]:
     kit, floor = profile["kit"], profile["floor-orm"]
     lines = [
         "",
-        "A profile of the same calls (cProfile, own time by area, µs per request; cProfile "
-        "slows every Python call down, so compare the areas, not the totals with the "
-        "timings above):",
+        "A profile of the same calls (`bench/profile.py`: cProfile, own time by area, µs per "
+        f"request, the smallest of {PROFILE_SLICES} interleaved slices per area; cProfile "
+        "slows every Python "
+        "call down, so compare the areas, not the totals with the timings above):",
         "",
         "| area | GET / kit | floor-orm | Δ | POST /notes kit | floor-orm | Δ |",
         "|---|--:|--:|--:|--:|--:|--:|",
