@@ -46,7 +46,7 @@ test: venv ## Everything: lint, unit, fault, deploy and bench-smoke tests, for r
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: venv ## Bare engine vs textbook vs the kit: bench/results/, README table (BENCH_ARGS=--help).
+bench: venv ## The kit vs Flask-SQLAlchemy and the autocommit floor, scaling, faults (BENCH_ARGS=--help).
 	scripts/install-system-deps test
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

@@ -93,16 +93,23 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "idle_timeout", "DB_IDLE_TIMEOUT", "seconds", 28800, 1,
-        "the smallest idle limit on the path: MySQL's `wait_timeout` (28800 is its default), "
-        "or a firewall/NAT/load balancer/proxy in between if lower (`kit probe-idle` "
-        "measures it)",
+        "how long the server keeps an idle connection: MySQL's `wait_timeout` (28800 is its "
+        "default); `kit doctor` compares it with the server's",
         "app_db_idle_timeout",
     ),
     Setting(
+        "network_idle_timeout", "DB_NETWORK_IDLE_TIMEOUT", "seconds", None, 1,
+        "the idle limit of a firewall, NAT, load balancer or proxy between app and database, "
+        "when one forgets idle connections sooner than the server (`kit probe-idle` measures "
+        "it)",
+        "app_db_network_idle_timeout",
+        default_text="(none)",
+    ),
+    Setting(
         "pool_recycle", "DB_POOL_RECYCLE", "seconds", None, 1,
-        "replace pooled connections older than this; must be below `DB_IDLE_TIMEOUT`",
+        "replace pooled connections older than this; must be below both idle limits",
         "app_db_pool_recycle",
-        default_text=f"{fmt(rules.RECYCLE_SHARE * 100)} % of `DB_IDLE_TIMEOUT`",
+        default_text=f"{fmt(rules.RECYCLE_SHARE * 100)} % of the smaller idle limit",
     ),
     Setting(
         "pool_size", "DB_POOL_SIZE", "count", 5, 1,
@@ -192,6 +199,7 @@ class Settings:
 
     database_url: str
     idle_timeout: float
+    network_idle_timeout: float | None
     pool_recycle: float
     pool_size: int
     max_overflow: int
@@ -217,25 +225,34 @@ class Settings:
         """A setting's value as a log line or ``kit settings`` shows it (no password)."""
         if setting.kind == "url":
             return self.url_without_password
+        value = getattr(self, setting.key)
         if setting.kind == "path":
-            return str(getattr(self, setting.key)) or "(empty)"
-        return fmt(getattr(self, setting.key))
+            return str(value) or "(empty)"
+        return "(none)" if value is None else fmt(value)
 
     def value(self, key: str, name: Namer = env_name) -> Value:
         """A setting as a rule's operand, named the way the reader knows it."""
         return Value(name(BY_KEY[key]), float(getattr(self, key)))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, name: Namer = env_name) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        name: Namer = env_name,
+        check: bool = True,
+    ) -> Settings:
+        """Read every setting; refuse a bad value, and (``check``) a breach of the rules
+        between settings, with one line. ``kit doctor`` reads unchecked and reports."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {"database_url": _url(env, name(BY_KEY["database_url"]))}
         for setting in SETTINGS:
             if setting.kind != "url":
                 values[setting.key] = setting.read(env, name(setting))
         if values["pool_recycle"] is None:
-            values["pool_recycle"] = default_recycle(values["idle_timeout"])
+            limits = [values["idle_timeout"], values["network_idle_timeout"] or math.inf]
+            values["pool_recycle"] = default_recycle(min(limits))
         settings = cls(**values)
-        problems = settings.problems(name)
+        problems = settings.problems(name) if check else []
         if problems:
             raise SettingsError(str(problems[0]))
         return settings
@@ -260,6 +277,9 @@ class Settings:
             rules.ping_within_read(value("ping_timeout"), value("read_timeout")),
             rules.net_below_read(value("net_timeout"), value("read_timeout")),
         ]
+        if self.network_idle_timeout is not None:
+            network = value("network_idle_timeout")
+            found.append(rules.recycle_below_idle(value("pool_recycle"), network))
         return [p for p in found if p is not None]
 
 

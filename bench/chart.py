@@ -1,4 +1,6 @@
-"""``results/chart.png``: throughput, latency and CPU per request, side by side."""
+"""``results/chart.png``: one figure, four panels: throughput and CPU per request of every
+configuration, then how the kit scales (workers) and what nginx in front costs (64
+connections)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,74 @@ from typing import Any
 
 from bench.configs import ENDPOINTS
 
+WIDTH = 0.38
+
+
+def _throughput(ax: Any, tp: dict[str, Any]) -> None:
+    configs = list(tp)
+    for i, endpoint in enumerate(ENDPOINTS):
+        xs = [x + (i - 0.5) * WIDTH for x in range(len(configs))]
+        med = [tp[c][endpoint]["rps_median"] for c in configs]
+        rounds = [tp[c][endpoint]["rps_rounds"] for c in configs]
+        lo = [max(0.0, m - min(r)) for m, r in zip(med, rounds, strict=True)]
+        hi = [max(0.0, max(r) - m) for m, r in zip(med, rounds, strict=True)]
+        bars = ax.bar(xs, med, WIDTH, yerr=[lo, hi], capsize=3, label=endpoint)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
+    ax.set_xticks(range(len(configs)), configs, fontsize=8)
+    ax.set_title("Throughput (median of rounds, whiskers min-max)", fontsize=10)
+    ax.set_ylabel("requests / s")
+    ax.legend(fontsize=7)
+
+
+def _cpu(ax: Any, tp: dict[str, Any]) -> None:
+    configs = list(tp)
+    for i, endpoint in enumerate(ENDPOINTS):
+        xs = [x + (i - 0.5) * WIDTH for x in range(len(configs))]
+        app = [tp[c][endpoint]["app_cpu_us"] for c in configs]
+        db = [tp[c][endpoint]["db_cpu_us"] for c in configs]
+        ax.bar(xs, app, WIDTH, color=f"C{i}", label=f"{endpoint} Gunicorn workers")
+        ax.bar(xs, db, WIDTH, bottom=app, color=f"C{i}", alpha=0.35, label=f"{endpoint} MariaDB")
+    ax.set_xticks(range(len(configs)), configs, fontsize=8)
+    ax.set_title("CPU time per request (median of rounds)", fontsize=10)
+    ax.set_ylabel("µs")
+    ax.legend(fontsize=7)
+
+
+def _scaling(ax: Any, sc: dict[str, Any]) -> None:
+    setups = list(sc["workers"])
+    rps = [sc["workers"][s]["rps_median"] for s in setups]
+    p99 = [sc["workers"][s]["p99_ms"] for s in setups]
+    bars = ax.bar(range(len(setups)), rps, 0.6, color="C2", label="req/s")
+    ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
+    ax.set_xticks(range(len(setups)), setups, fontsize=8)
+    ax.set_ylabel("requests / s")
+    twin = ax.twinx()
+    twin.plot(range(len(setups)), p99, "o-", color="C3", label="p99 ms")
+    twin.set_ylabel("p99 ms")
+    twin.set_ylim(bottom=0)
+    ax.set_title(f"The kit, GET /, wrk -c{sc['connections']}: Gunicorn workers", fontsize=10)
+    handles = [bars, *twin.get_lines()]
+    ax.legend(handles, ["req/s", "p99 ms"], fontsize=7, loc="upper left")
+
+
+def _nginx(ax: Any, sc: dict[str, Any]) -> None:
+    runs = sc["nginx"]["runs"]
+    paths = list(runs)
+    for i, endpoint in enumerate(ENDPOINTS):
+        xs = [x + (i - 0.5) * WIDTH for x in range(len(paths))]
+        p50 = [runs[p][endpoint]["p50_ms"] for p in paths]
+        p99 = [runs[p][endpoint]["p99_ms"] for p in paths]
+        tails = ax.bar(xs, p99, WIDTH, alpha=0.35, color=f"C{i}", label=f"{endpoint} p99")
+        ax.bar(xs, p50, WIDTH, color=f"C{i}", label=f"{endpoint} p50")
+        ax.bar_label(tails, fmt="%.0f", fontsize=7, padding=2)
+    ax.set_xticks(range(len(paths)), ["straight to Gunicorn", "through nginx"], fontsize=8)
+    ax.set_title(
+        f"{sc['nginx']['connections']} connections, {sc['nginx']['workers']} sync workers: latency",
+        fontsize=10,
+    )
+    ax.set_ylabel("ms")
+    ax.legend(fontsize=7)
+
 
 def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib
@@ -14,37 +84,14 @@ def chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tp = results["throughput"]
-    configs = list(tp)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    width = 0.38
-    for i, endpoint in enumerate(ENDPOINTS):
-        xs = [x + (i - 0.5) * width for x in range(len(configs))]
-        med = [tp[c][endpoint]["rps_median"] for c in configs]
-        rounds = [tp[c][endpoint]["rps_rounds"] for c in configs]
-        lo = [max(0.0, m - min(r)) for m, r in zip(med, rounds, strict=True)]
-        hi = [max(0.0, max(r) - m) for m, r in zip(med, rounds, strict=True)]
-        bars = axes[0].bar(xs, med, width, yerr=[lo, hi], capsize=3, label=endpoint)
-        axes[0].bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
-        p50 = [tp[c][endpoint]["p50_ms"] for c in configs]
-        p99 = [tp[c][endpoint]["p99_ms"] for c in configs]
-        axes[1].bar(xs, p99, width, alpha=0.35, color=f"C{i}", label=f"{endpoint} p99")
-        axes[1].bar(xs, p50, width, color=f"C{i}", label=f"{endpoint} p50")
-        app = [tp[c][endpoint]["app_cpu_us"] for c in configs]
-        db = [tp[c][endpoint]["db_cpu_us"] for c in configs]
-        axes[2].bar(xs, app, width, color=f"C{i}", label=f"{endpoint} Gunicorn workers")
-        axes[2].bar(
-            xs, db, width, bottom=app, color=f"C{i}", alpha=0.35, label=f"{endpoint} MariaDB"
-        )
-    for ax in axes:
-        ax.set_xticks(range(len(configs)), configs, fontsize=8)
-        ax.legend(fontsize=7)
-    axes[0].set_title("Throughput (median of rounds, whiskers min-max)", fontsize=10)
-    axes[0].set_ylabel("requests / s")
-    axes[1].set_title("Latency (median of rounds)", fontsize=10)
-    axes[1].set_ylabel("ms")
-    axes[2].set_title("CPU time per request (median of rounds)", fontsize=10)
-    axes[2].set_ylabel("µs")
+    tp, sc = results["throughput"], results.get("scaling")
+    rows = 2 if sc else 1
+    fig, axes = plt.subplots(rows, 2, figsize=(15, 4.6 * rows), squeeze=False)
+    _throughput(axes[0][0], tp)
+    _cpu(axes[0][1], tp)
+    if sc:
+        _scaling(axes[1][0], sc)
+        _nginx(axes[1][1], sc)
     s = results["settings"]
     fig.suptitle(
         f"{s['workers']} Gunicorn workers each, wrk -c{s['connections']}, "

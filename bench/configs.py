@@ -6,6 +6,7 @@ kit's, or one of :mod:`harness.variants`) and its environment differ.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from harness.gunicorn import GunicornServer
@@ -13,15 +14,30 @@ from harness.mariadb import LocalMariaDB
 
 BENCH = Path(__file__).resolve().parent
 
+# The kit as shipped writes no Gunicorn access log (gunicorn.conf.py explains why);
+# GUNICORN_ACCESSLOG=- turns it on, as "kit-accesslog" runs it.
+_VARIANT = "harness.variants:app"
 # name -> (WSGI app, extra environment)
 CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
-    "bare": ("harness.variants:app", {"KIT_VARIANT": "bare"}),
-    "textbook": ("harness.variants:app", {"KIT_VARIANT": "textbook"}),
-    "kit": ("app.wsgi:app", {}),
-    "kit-noremove": ("harness.variants:app", {"KIT_VARIANT": "kit-noremove"}),
-    "kit-close": ("harness.variants:app", {"KIT_VARIANT": "kit-close"}),
+    "kit": ("app.wsgi:app", {"GUNICORN_ACCESSLOG": ""}),
+    "kit-accesslog": ("app.wsgi:app", {"GUNICORN_ACCESSLOG": "-"}),
+    "fsa-preping": (_VARIANT, {"KIT_VARIANT": "fsa-preping"}),
+    "fsa-recycle": (_VARIANT, {"KIT_VARIANT": "fsa-recycle"}),
+    "floor-orm": (_VARIANT, {"KIT_VARIANT": "floor-orm"}),
+    "floor": (_VARIANT, {"KIT_VARIANT": "floor"}),
 }
-FAULT_CONFIGS = ("bare", "textbook", "kit")
+# What each configuration is, for the report.
+DESCRIPTIONS = {
+    "kit": "the kit as shipped (no Gunicorn access log)",
+    "kit-accesslog": "the kit with Gunicorn's access log on (`GUNICORN_ACCESSLOG=-`)",
+    "fsa-preping": "Flask-SQLAlchemy 3.1, `pool_pre_ping` + `pool_recycle` (the textbook fix)",
+    "fsa-recycle": "Flask-SQLAlchemy 3.1, `pool_recycle` only (fast, not safe)",
+    "floor-orm": "plain engine in autocommit running the kit's ORM views (the ORM floor)",
+    "floor": "plain engine in autocommit, one statement per request, no ORM (round-trip floor)",
+}
+# The goals (issue 10), on GET / and POST /notes: kit throughput / theirs, at least this.
+TARGETS = {"fsa-recycle": 1.0, "floor-orm": 0.95}
+FAULT_CONFIGS = ("fsa-recycle", "fsa-preping", "kit")
 ENDPOINTS = {"GET /": ("/", "get"), "POST /notes": ("/notes", "post")}
 # Throughput: a server that never drops a connection mid-run (the benchmark's own
 # idle gaps between a configuration's turns stay far below it).
@@ -45,7 +61,9 @@ def start_app(
     workers: int,
     wait_timeout: int,
     port: int | None = None,
+    extra: Mapping[str, str] | None = None,
+    label: str | None = None,
 ) -> GunicornServer:
-    env = app_env(db, config, wait_timeout, port)
-    log = raw / f"gunicorn-{config}.log"
+    env = {**app_env(db, config, wait_timeout, port), **(extra or {})}
+    log = raw / f"gunicorn-{label or config}.log"
     return GunicornServer(env, log, app=CONFIGS[config][0], workers=workers).start()

@@ -23,12 +23,16 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     out = {"Python": platform.python_version()}
-    for dist in ("SQLAlchemy", "PyMySQL", "gunicorn", "Flask"):
+    for dist in ("SQLAlchemy", "PyMySQL", "gunicorn", "Flask", "Flask-SQLAlchemy"):
         out[dist] = metadata.version(dist)
     mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
     text = subprocess.run([mariadbd, "--version"], capture_output=True, text=True).stdout
     match = re.search(r"Ver\s+(\S+)", text)
     out["MariaDB"] = match.group(1) if match else text.strip()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    text = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr
+    match = re.search(r"nginx/(\S+)", text)
+    out["nginx"] = match.group(1) if match else "unknown"
     text = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
     match = re.search(r"wrk (\S+)", text)
     out["wrk"] = match.group(1) if match else "unknown"

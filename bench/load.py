@@ -1,34 +1,58 @@
 """Load generation: ``wrk`` runs against real Gunicorn servers, with CPU accounting.
 
-Throughput rounds are interleaved (every configuration once per round, the order rotated
-each round) so machine drift hits all alike. Each run also records the CPU time the
-Gunicorn workers and MariaDB spent per request, read from ``/proc``.
+Rounds are interleaved (every server once per round, the order rotated each round) so
+machine drift hits all alike. Each run also records the CPU time the Gunicorn workers and
+MariaDB spent per request, read from ``/proc``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.configs import BENCH, ENDPOINTS, THROUGHPUT_WAIT_TIMEOUT, app_env, start_app
 from bench.progress import Progress
 from harness import ROOT
-from harness.gunicorn import GunicornServer
 from harness.mariadb import LocalMariaDB
 
 WRK_SCRIPT = BENCH / "wrk.lua"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# config -> endpoint -> one run per round
+# label -> endpoint -> one run per round
 Runs = dict[str, dict[str, list["WrkRun"]]]
+
+
+class Served(Protocol):
+    """What a load run needs from a started server: where to send, whose CPU to count."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def master_pid(self) -> int | None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Load:
+    """One ``wrk`` command line: ``-t threads -c connections -d duration``; ``close``: a new
+    connection per request, as nginx opens towards Gunicorn (a sync worker closes every
+    connection anyway; a gthread worker would keep it alive for the next request)."""
+
+    threads: int
+    connections: int
+    duration: int
+    close: bool = False
 
 
 @dataclass
@@ -62,12 +86,12 @@ def cpu_seconds(parent: int | None = None, pid: int | None = None) -> float:
     return ticks / CLK_TCK
 
 
-def run_wrk(url: str, mode: str, args: argparse.Namespace) -> WrkRun:
+def run_wrk(url: str, mode: str, load: Load) -> WrkRun:
     cmd = [
         "wrk",
-        f"-t{args.threads}",
-        f"-c{args.connections}",
-        f"-d{args.duration}s",
+        f"-t{load.threads}",
+        f"-c{load.connections}",
+        f"-d{load.duration}s",
         "--timeout",
         "5s",
         "-s",
@@ -75,6 +99,7 @@ def run_wrk(url: str, mode: str, args: argparse.Namespace) -> WrkRun:
         url,
         "--",
         mode,
+        *(["close"] if load.close else []),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     match = re.search(r"^BENCH_JSON (.*)$", out, re.MULTILINE)
@@ -92,74 +117,126 @@ def run_wrk(url: str, mode: str, args: argparse.Namespace) -> WrkRun:
 
 
 def measured_run(
-    server: GunicornServer, db: LocalMariaDB, path: str, mode: str, args: argparse.Namespace
+    url: str, master: int | None, db: LocalMariaDB, path: str, mode: str, load: Load
 ) -> WrkRun:
-    """One ``wrk`` run, with the CPU time its workers and MariaDB spent per request."""
-    if server.proc is None:
-        raise RuntimeError(f"the server for {server.app} was never started")
-    master = server.proc.pid
+    """One ``wrk`` run, with the CPU time the workers of ``master`` and MariaDB spent."""
     app0, db0 = cpu_seconds(parent=master), cpu_seconds(pid=db.pid())
-    run = run_wrk(server.url + path, mode, args)
+    run = run_wrk(url + path, mode, load)
     n = max(run.requests, 1)
     run.app_cpu_us = (cpu_seconds(parent=master) - app0) / n * 1e6
     run.db_cpu_us = (cpu_seconds(pid=db.pid()) - db0) / n * 1e6
     return run
 
 
-def _run_line(round_: int, rounds: int, config: str, endpoint: str, run: WrkRun) -> str:
-    bad = f", {run.non2xx} non-2xx" if run.non2xx or run.socket_errors else ""
+def _run_line(round_: int, rounds: int, label: str, endpoint: str, run: WrkRun) -> str:
+    bad = f", {run.non2xx + run.socket_errors} errors" if run.non2xx or run.socket_errors else ""
     return (
-        f"round {round_ + 1}/{rounds} {config:<15} {endpoint:<11} "
-        f"{run.rps:5.0f} req/s p50 {run.p50_ms:5.2f} ms p99 {run.p99_ms:5.2f} ms "
+        f"round {round_ + 1}/{rounds} {label:<15} {endpoint:<11} "
+        f"{run.rps:5.0f} req/s p50 {run.p50_ms:5.2f} ms p99 {run.p99_ms:6.2f} ms "
         f"cpu/req {run.app_cpu_us:4.0f}+{run.db_cpu_us:3.0f} µs{bad}"
     )
 
 
-def throughput(
-    db: LocalMariaDB, configs: list[str], args: argparse.Namespace, raw: Path, progress: Progress
-) -> Runs:
-    """Interleaved rounds per endpoint, each endpoint on freshly started servers.
-
-    Fresh servers per endpoint matter for ``bare``: a session that is never removed keeps
-    its transaction, and so its REPEATABLE READ snapshot, from its last request on. Carried
-    from the POST rounds into the GET rounds it would make every GET / skip the rows
-    inserted since (measured: 3-10x MariaDB CPU per GET) and serve stale data.
-    """
-    runs: Runs = {c: {e: [] for e in ENDPOINTS} for c in configs}
-    warm_up = argparse.Namespace(**{**vars(args), "duration": 1})
-    for endpoint, (path, mode) in ENDPOINTS.items():
-        servers = {c: start_app(db, c, raw, args.workers, THROUGHPUT_WAIT_TIMEOUT) for c in configs}
-        progress(f"started {', '.join(configs)} ({args.workers} workers each)", count=False)
+def start_all(starters: Mapping[str, Callable[[], Served]]) -> dict[str, Served]:
+    """Start every server at once (imports dominate; the cores share them); all or none."""
+    with ThreadPoolExecutor(max_workers=len(starters)) as pool:
+        futures = {label: pool.submit(start) for label, start in starters.items()}
+    servers, failed = {}, None
+    for label, future in futures.items():
         try:
-            for server in servers.values():  # warm-up, not recorded: pools, imports, caches
-                run_wrk(server.url + path, mode, warm_up)
-            for r in range(args.rounds):
-                order = configs[r % len(configs) :] + configs[: r % len(configs)]
-                for config in order:
-                    run = measured_run(servers[config], db, path, mode, args)
-                    runs[config][endpoint].append(run)
-                    progress(_run_line(r, args.rounds, config, endpoint, run))
+            servers[label] = future.result()
+        except Exception as exc:  # stop the ones that did start, then report
+            failed = failed or exc
+    if failed is not None:
+        stop_all(servers)
+        raise failed
+    return servers
+
+
+def stop_all(servers: Mapping[str, Served]) -> None:
+    """Stop every server at once (each may wait out Gunicorn's graceful timeout)."""
+    if servers:
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            for future in [pool.submit(server.stop) for server in servers.values()]:
+                future.result()
+
+
+def warm_all(
+    servers: Mapping[str, Served],
+    endpoints: Mapping[str, tuple[str, str]],
+    load: Load,
+    seconds: int,
+) -> None:
+    """``seconds`` of each endpoint's load on every server, all servers at once: pools,
+    compiled statements and caches filled before anything is recorded."""
+
+    def warm(server: Served) -> None:
+        for path, mode in endpoints.values():
+            run_wrk(
+                server.url + path, mode, Load(load.threads, load.connections, seconds, load.close)
+            )
+
+    if seconds:
+        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+            for future in [pool.submit(warm, server) for server in servers.values()]:
+                future.result()
+
+
+def interleaved(
+    db: LocalMariaDB,
+    starters: Mapping[str, Callable[[], Served]],
+    endpoints: Mapping[str, tuple[str, str]],
+    load: Load,
+    rounds: int,
+    progress: Progress,
+    warm_up: int,
+) -> Runs:
+    """Interleaved rounds: each round starts every server afresh, warms them, then loads
+    each endpoint on each server once, in an order rotated every round.
+
+    Fresh servers every round: two instances of the very same configuration differ by up
+    to 10 % over their whole life here (where the scheduler put their workers, beside
+    wrk and MariaDB), so a configuration must not keep one instance's luck for every round.
+    """
+    labels = list(starters)
+    runs: Runs = {label: {e: [] for e in endpoints} for label in labels}
+    for r in range(rounds):
+        servers = start_all(starters)
+        try:
+            warm_all(servers, endpoints, load, warm_up)
+            progress(f"round {r + 1}/{rounds}: started and warmed {', '.join(labels)}", False)
+            order = labels[r % len(labels) :] + labels[: r % len(labels)]
+            for endpoint, (path, mode) in endpoints.items():
+                for label in order:
+                    server = servers[label]
+                    run = measured_run(server.url, server.master_pid, db, path, mode, load)
+                    runs[label][endpoint].append(run)
+                    progress(_run_line(r, rounds, label, endpoint, run))
         finally:
-            for server in servers.values():
-                server.stop()
+            stop_all(servers)
     return runs
 
 
+def _trace(db: LocalMariaDB, config: str) -> dict[str, list[str]]:
+    env = {**os.environ, **app_env(db, config, THROUGHPUT_WAIT_TIMEOUT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.statements", config],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    traced: dict[str, list[str]] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return traced
+
+
 def statements_per_request(db: LocalMariaDB, configs: list[str]) -> dict[str, dict[str, list[str]]]:
-    """What each configuration sends to MariaDB for one request (``bench/statements.py``)."""
-    out = {}
-    for config in configs:
-        env = {**os.environ, **app_env(db, config, THROUGHPUT_WAIT_TIMEOUT)}
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.statements", config],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        out[config] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return out
+    """What each configuration sends to MariaDB for one request (``bench/statements.py``),
+    one process per configuration, run side by side."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        traced = {config: pool.submit(_trace, db, config) for config in configs}
+    return {config: future.result() for config, future in traced.items()}
 
 
 def seed_notes(db: LocalMariaDB, count: int = 200) -> None:
@@ -168,7 +245,7 @@ def seed_notes(db: LocalMariaDB, count: int = 200) -> None:
     db.execute(f"INSERT INTO `{db.database}`.notes (text) VALUES {values}")
 
 
-def _medians(rs: list[WrkRun]) -> dict[str, Any]:
+def medians(rs: list[WrkRun]) -> dict[str, Any]:
     return {
         "rps_median": statistics.median(r.rps for r in rs),
         "rps_rounds": [round(r.rps, 1) for r in rs],
@@ -183,23 +260,48 @@ def _medians(rs: list[WrkRun]) -> dict[str, Any]:
     }
 
 
-def _add_ratios_vs_bare(out: dict[str, Any]) -> None:
+def _add_ratios_to_kit(out: dict[str, Any]) -> None:
+    """How the kit compares with each configuration: kit / this, so ≥ 1 means the kit wins.
+
+    Three ways: the ratio of the medians; the median of the per-round ratios (both ran in
+    the same round, so a busy neighbour hits them alike); and by CPU per request (this
+    one's CPU per request / the kit's: the throughput ratio a CPU-bound machine of its own
+    would show).
+    """
     for endpoints in out.values():
         for endpoint, s in endpoints.items():
-            base = out["bare"][endpoint]
-            s["ratio_vs_bare"] = s["rps_median"] / base["rps_median"]
-            paired = [a / b for a, b in zip(s["rps_rounds"], base["rps_rounds"], strict=True)]
-            s["ratio_vs_bare_paired_median"] = statistics.median(paired)
-            # Requests per CPU-second relative to bare: the throughput ratio a
-            # CPU-bound machine of its own would show.
-            s["cpu_ratio_vs_bare"] = base["cpu_us"] / s["cpu_us"]
+            kit = out["kit"][endpoint]
+            s["kit_ratio"] = kit["rps_median"] / s["rps_median"]
+            paired = [a / b for a, b in zip(kit["rps_rounds"], s["rps_rounds"], strict=True)]
+            s["kit_ratio_paired"] = statistics.median(paired)
+            s["kit_ratio_cpu"] = s["cpu_us"] / kit["cpu_us"]
 
 
 def summarize(runs: Runs) -> dict[str, Any]:
     out: dict[str, Any] = {
-        config: {endpoint: _medians(rs) for endpoint, rs in endpoints.items()}
-        for config, endpoints in runs.items()
+        label: {endpoint: medians(rs) for endpoint, rs in endpoints.items()}
+        for label, endpoints in runs.items()
     }
-    if "bare" in out:
-        _add_ratios_vs_bare(out)
+    if "kit" in out:
+        _add_ratios_to_kit(out)
     return out
+
+
+def throughput(
+    db: LocalMariaDB,
+    configs: list[str],
+    load: Load,
+    rounds: int,
+    workers: int,
+    raw: Path,
+    progress: Progress,
+    warm_up: int,
+) -> dict[str, Any]:
+    """Every configuration on both endpoints, ``workers`` sync workers each."""
+
+    def starter(config: str) -> Callable[[], Served]:
+        return lambda: start_app(db, config, raw, workers, THROUGHPUT_WAIT_TIMEOUT)
+
+    starters = {c: starter(c) for c in configs}
+    runs = interleaved(db, starters, ENDPOINTS, load, rounds, progress, warm_up)
+    return summarize(runs)

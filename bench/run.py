@@ -1,26 +1,18 @@
-"""``make bench``: what the kit's resilience costs and what it saves, measured side by side.
+"""``make bench``: the kit beside what users pick instead, what its protection saves, how it
+scales; measured side by side in one run.
 
 One MariaDB on loopback, every configuration under the same ``gunicorn.conf.py`` with the
-same worker count, loaded by the same ``wrk`` command:
+same worker count, loaded by the same ``wrk`` command (``bench/configs.py`` lists them:
+the kit with and without Gunicorn's access log, Flask-SQLAlchemy with pre-ping and with
+recycle only, the plain autocommit engine with the kit's ORM views and without the ORM).
 
-* ``bare``: default ``create_engine``, no pre-ping, no recycle, no teardown (the speed limit;
-  ``harness.variants`` ``naive``);
-* ``textbook``: ``pool_pre_ping=True``, ``pool_recycle``, teardown remove, dispose after fork;
-* ``kit``: ``app.wsgi:app`` unchanged;
-* ``kit-noremove``: the kit minus the teardown that removes the session, to price the
-  per-request session removal on its own (with an in-process microbenchmark beside it);
-* ``kit-close``: the kit closing the session at teardown instead of removing it.
-
-Throughput rounds are interleaved (every configuration once per round, the order rotated
-each round) so machine drift hits all alike; figures are medians of the rounds and ratios
-are taken against ``bare`` from the same run. Then the fault matrix (``run_scenario`` from
-the fault tests) per configuration, and ``make deploy`` timings (``--no-deploy`` skips).
+Phases, each timed: throughput (interleaved rounds, both endpoints), the statements each
+configuration sends, where the kit's time goes (in process), scaling (worker counts and
+classes, nginx in front, memory per worker), the hot fault matrix (busy connections),
+the idle fault matrix (MariaDB restarted with ``wait_timeout=2``), and ``make deploy``
+timings (``--no-deploy`` skips).
 
     .venv/bin/python -m bench.run [--rounds 7] [--duration 3] [--out bench/results]
-
-The parts: :mod:`bench.load` (wrk runs, CPU accounting, throughput rounds),
-:mod:`bench.micro` (the in-process removal microbenchmark), :mod:`bench.fault_matrix`,
-:mod:`bench.deploy_timing`, :mod:`bench.report` and :mod:`bench.chart` (the output).
 """
 
 from __future__ import annotations
@@ -44,14 +36,23 @@ from bench.configs import (
 )
 from bench.deploy_timing import time_deploy
 from bench.environment import machine, versions
-from bench.fault_matrix import fault_matrix
-from bench.load import seed_notes, statements_per_request, summarize, throughput
-from bench.micro import removal_microbench
+from bench.fault_matrix import hot_matrix, idle_matrix
+from bench.load import Load, seed_notes, statements_per_request, throughput
+from bench.micro import where_time_goes
 from bench.progress import Progress
 from bench.report import README, markdown, write_readme
+from bench.scaling import WORKER_SETUPS, scaling
 from harness.gunicorn import migrate
+from harness.hot import HOT_SCENARIOS
 from harness.mariadb import LocalMariaDB, start_mariadb
 from harness.scenarios import SCENARIOS
+
+LISTS = {
+    "configs": CONFIGS,
+    "fault_configs": CONFIGS,
+    "scenarios": SCENARIOS,
+    "hot_scenarios": HOT_SCENARIOS,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -61,56 +62,89 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="Gunicorn workers, all configs")
     p.add_argument("--connections", type=int, default=4, help="wrk connections (default 4)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of load before the rounds")
     p.add_argument("--configs", default=",".join(CONFIGS), help="throughput configurations")
     p.add_argument("--fault-configs", default=",".join(FAULT_CONFIGS), help="'' skips faults")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS))
-    p.add_argument("--fault-requests", type=int, default=6, help="requests after each fault")
-    p.add_argument("--micro-iterations", type=int, default=3000)
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="idle fault scenarios")
+    p.add_argument("--hot-scenarios", default=",".join(HOT_SCENARIOS), help="'' skips them")
+    p.add_argument("--fault-requests", type=int, default=6, help="requests after an idle fault")
+    p.add_argument("--hot-requests", type=int, default=6, help="requests during a hot fault")
+    p.add_argument("--micro-iterations", type=int, default=1500, help="0 skips it")
+    p.add_argument("--scaling-rounds", type=int, default=5, help="0 skips scaling")
+    p.add_argument("--scaling-connections", type=int, default=16)
     p.add_argument(
         "--no-deploy",
         dest="deploy",
         action="store_false",
-        help="skip timing make deploy on a fresh systemd-nspawn test host (about 2-3 min)",
+        help="skip timing make deploy on a fresh systemd-nspawn test host (about 2 min)",
     )
     p.add_argument("--out", type=Path, default=BENCH / "results")
     p.add_argument("--readme", type=Path, default=README, help="README with bench markers")
     p.add_argument("--no-readme", action="store_true", help="leave the README alone")
     args = p.parse_args(argv)
-    for name in ("configs", "fault_configs", "scenarios"):
+    for name, known in LISTS.items():
         items = [x for x in getattr(args, name).split(",") if x]
-        known = CONFIGS if name != "scenarios" else SCENARIOS
         unknown = [x for x in items if x not in known]
         if unknown:
-            p.error(f"--{name.replace('_', '-')}: unknown {', '.join(unknown)}")
+            p.error(
+                f"--{name.replace('_', '-')}: unknown {', '.join(unknown)}; "
+                f"choose from {', '.join(known)}"
+            )
         setattr(args, name, items)
+    if "kit" not in args.configs:
+        p.error("--configs: every ratio is against the kit: include kit")
     return args
+
+
+def total_steps(args: argparse.Namespace) -> int:
+    scaling_runs = args.scaling_rounds * (len(WORKER_SETUPS) + 2 * len(ENDPOINTS))
+    faults = len(args.fault_configs) * (len(args.scenarios) + len(args.hot_scenarios))
+    return int(
+        args.rounds * len(args.configs) * len(ENDPOINTS)
+        + scaling_runs
+        + faults
+        + (3 if args.deploy else 0)
+    )
 
 
 def measure_on_mariadb(
     db: LocalMariaDB, args: argparse.Namespace, raw: Path, progress: Progress
 ) -> dict[str, Any]:
-    """Throughput, the removal microbenchmark, statements, then the fault matrix."""
+    """Every phase that needs the server, in the order that needs no restart until the end."""
     results: dict[str, Any] = {}
     migrate(db.url)
     seed_notes(db)
-    runs = throughput(db, args.configs, args, raw, progress)
-    results["throughput"] = summarize(runs)
-    results["removal"] = removal_microbench(db, args.micro_iterations)
-    progress(
-        f"session removal microbenchmark: {results['removal']['removal_cost_kit_us']:.0f}"
-        " µs per removal"
-    )
-    results["statements"] = statements_per_request(db, args.configs)
-    progress("traced the statements each configuration sends per request", count=False)
-    if args.fault_configs:
-        # The fault tests' server: wait_timeout=2 (restart re-reads this config).
-        timeouts = {"wait_timeout": FAULT_WAIT_TIMEOUT, "interactive_timeout": 2}
-        db.write_config(timeouts)
-        db.restart()
-        progress(f"MariaDB restarted with wait_timeout={FAULT_WAIT_TIMEOUT}", count=False)
-        results["faults"] = fault_matrix(
-            db, args.fault_configs, args.scenarios, args, raw, progress
+    load = Load(args.threads, args.connections, args.duration)
+    with progress.phase("throughput"):
+        results["throughput"] = throughput(
+            db, args.configs, load, args.rounds, args.workers, raw, progress, args.warmup
         )
+    with progress.phase("statements"):
+        results["statements"] = statements_per_request(db, args.configs)
+    if args.micro_iterations:
+        with progress.phase("in-process"):
+            results["in_process"] = where_time_goes(db, args.micro_iterations)
+    if args.scaling_rounds:
+        with progress.phase("scaling"):
+            wide = Load(1, args.scaling_connections, args.duration, close=True)
+            results["scaling"] = scaling(
+                db, wide, args.scaling_rounds, args.workers, raw, progress, args.warmup
+            )
+    if args.fault_configs and args.hot_scenarios:
+        with progress.phase("hot faults"):
+            results["hot_faults"] = hot_matrix(
+                db, args.fault_configs, args.hot_scenarios, args, raw, progress
+            )
+    if args.fault_configs and args.scenarios:
+        with progress.phase("idle faults"):
+            # The fault tests' server: wait_timeout=2 (restart re-reads this config).
+            db.write_config(
+                {"wait_timeout": FAULT_WAIT_TIMEOUT, "interactive_timeout": FAULT_WAIT_TIMEOUT}
+            )
+            db.restart()
+            results["faults"] = idle_matrix(
+                db, args.fault_configs, args.scenarios, args, raw, progress
+            )
     return results
 
 
@@ -130,12 +164,12 @@ def write_outputs(results: dict[str, Any], args: argparse.Namespace, progress: P
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     chart(results, args.out / "chart.png")
     if not args.no_readme:
-        where = "README.md" if write_readme(table, args.readme) else "results.md only"
+        updated = write_readme(table, args.readme)
         progress(
-            f"README: {'updated' if where == 'README.md' else 'markers missing, ' + where}",
-            count=False,
+            f"README: {'updated' if updated else 'markers missing, results.md only'}", count=False
         )
-    progress(f"done in {results['elapsed_s']:.0f} s: {args.out}/results.md, chart.png", count=False)
+    phases = ", ".join(f"{name} {s:.0f} s" for name, s in results["phases"].items())
+    progress(f"done in {results['elapsed_s']:.0f} s ({phases}): {args.out}", count=False)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -144,17 +178,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     raw = args.out / "raw"
     raw.mkdir(exist_ok=True)
-    steps = (
-        args.rounds * len(args.configs) * len(ENDPOINTS)
-        + 1
-        + len(args.fault_configs) * len(args.scenarios)
-        + (3 if args.deploy else 0)
-    )
-    progress = Progress(steps)
+    progress = Progress(total_steps(args))
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "settings": {
-            k: getattr(args, k) for k in ("rounds", "duration", "workers", "connections", "threads")
+            k: getattr(args, k)
+            for k in (
+                "rounds",
+                "duration",
+                "workers",
+                "connections",
+                "threads",
+                "scaling_rounds",
+                "scaling_connections",
+                "fault_requests",
+                "hot_requests",
+            )
         },
         "machine": machine(),
         "versions": versions(),
@@ -173,7 +212,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             db.stop()
     if args.deploy:
-        results["deploy"] = deploy_timing(raw, progress)
+        with progress.phase("deploy"):
+            results["deploy"] = deploy_timing(raw, progress)
+    results["phases"] = progress.phases
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     write_outputs(results, args, progress)
     return results

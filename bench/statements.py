@@ -1,10 +1,11 @@
 """The statements one request sends to MariaDB, per configuration (what each round trip is).
 
-    DATABASE_URL=... python -m bench.statements bare|textbook|kit|...
+    DATABASE_URL=... python -m bench.statements kit|fsa-preping|floor-orm|...
 
 Builds the configuration's app in this process exactly as Gunicorn would (``app.wsgi`` or
-``harness.variants``), warms it with Flask's test client, then records the commands
-PyMySQL sends for one ``GET /`` and one ``POST /notes``. Prints them as JSON.
+``harness.variants``, as ``bench/configs.py`` names it), warms it with Flask's test client,
+then records the commands PyMySQL sends for one ``GET /`` and one ``POST /notes``. Prints
+them as JSON.
 """
 
 from __future__ import annotations
@@ -19,15 +20,18 @@ from pymysql.connections import Connection
 from pymysql.constants import COMMAND
 from werkzeug.test import TestResponse
 
+from bench.configs import CONFIGS
+
 
 def trace(config: str) -> dict[str, list[str]]:
     os.environ.setdefault("DB_IDLE_TIMEOUT", "600")
-    if config == "kit":
+    wsgi, env = CONFIGS[config]
+    if wsgi == "app.wsgi:app":
         from app import create_app
 
         app = create_app()
     else:
-        os.environ["KIT_VARIANT"] = config  # the module builds its app at import
+        os.environ["KIT_VARIANT"] = env["KIT_VARIANT"]  # the module builds its app at import
         from harness.variants import app
     client = app.test_client()
     sent: list[str] = []

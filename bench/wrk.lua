@@ -1,7 +1,11 @@
--- wrk script for the benchmark: `wrk ... -s bench/wrk.lua URL -- get|post`.
--- "post" sends POST with a JSON note; done() prints one machine-readable line.
+-- wrk script for the benchmark: `wrk ... -s bench/wrk.lua URL -- get|post [close]`.
+-- "post" sends POST with a JSON note; "close" asks for a new connection per request (what
+-- nginx does towards Gunicorn); done() prints one machine-readable line.
 
 function init(args)
+  if args[2] == "close" then
+    wrk.headers["Connection"] = "close"
+  end
   if args[1] == "post" then
     wrk.method = "POST"
     wrk.body = '{"text": "bench"}'

@@ -13,6 +13,7 @@ a mock; every server is a real process, stopped by its own pid.
 * :mod:`harness.hot` - the same, striking busy connections (host lost, cut off, stalled,
   failed over);
 * :mod:`harness.nginx` - a real nginx on loopback serving the canonical site;
+* :mod:`harness.traffic` - steady GET and POST traffic, every answer counted;
 * :mod:`harness.testhost` - a systemd-nspawn test host and ansible-playbook runs on it;
 * :mod:`harness.fleet` - four such hosts on a private bridge (scripts/fleet), converged.
 """

@@ -83,6 +83,11 @@ class GunicornServer:
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not answer in {timeout}s; see {self.log_path}")
 
+    @property
+    def master_pid(self) -> int | None:
+        """The Gunicorn master's pid (its workers are its children), once started."""
+        return self.proc.pid if self.proc is not None else None
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

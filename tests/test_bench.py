@@ -1,4 +1,8 @@
-"""Smoke run of ``make bench``: short, end to end, figures sane; never touches bench/results."""
+"""Smoke run of ``make bench``: short, end to end, figures sane; never touches bench/results.
+
+Every configuration runs once on both endpoints, every Gunicorn setup of the scaling phase
+once; the fault matrix runs the kit only, every idle scenario and the fast hot ones.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.configs import BENCH, ENDPOINTS
+from bench.configs import BENCH, CONFIGS, ENDPOINTS
+from bench.micro import CASES, PROFILED
 from bench.run import main
+from bench.scaling import WORKER_SETUPS
+from harness.hot import NET_TIMEOUT
 from harness.scenarios import SCENARIOS
 
 pytestmark = [pytest.mark.slow, pytest.mark.bench]
 
-CONFIGS = ("bare", "textbook", "kit")
+HOT = ("vanish_busy", "failover")
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -22,6 +29,12 @@ def _digest(directory: Path) -> dict[str, str]:
         for p in sorted(directory.glob("*"))
         if p.is_file()
     }
+
+
+def _sane(where: str, s: dict[str, float]) -> None:
+    assert s["rps_median"] > 0, where
+    assert 0 < s["p50_ms"] <= s["p99_ms"], where
+    assert s["non2xx"] == 0 and s["socket_errors"] == 0, where
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
@@ -33,10 +46,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
         [
             "--rounds=1",
             "--duration=1",
-            f"--configs={','.join(CONFIGS)}",
+            "--warmup=0",
             "--fault-configs=kit",
             "--fault-requests=4",
-            "--micro-iterations=200",
+            f"--hot-scenarios={','.join(HOT)}",
+            "--hot-requests=2",
+            "--micro-iterations=75",
+            "--scaling-rounds=1",
             f"--out={tmp_path / 'out'}",
             f"--readme={readme}",
             "--no-deploy",
@@ -48,22 +64,40 @@ def test_bench_smoke(tmp_path: Path) -> None:
     for config, endpoints in tp.items():
         assert list(endpoints) == list(ENDPOINTS)
         for endpoint, s in endpoints.items():
-            where = f"{config} {endpoint}"
-            assert s["rps_median"] > 0, where
-            assert 0 < s["p50_ms"] <= s["p99_ms"], where
-            assert s["non2xx"] == 0 and s["socket_errors"] == 0, where
-            assert s["ratio_vs_bare"] > 0, where
-    assert tp["bare"]["GET /"]["ratio_vs_bare"] == 1.0
-
-    rm = results["removal"]
-    assert rm["query_session_kept_us"] > 0 and rm["rollback_round_trip_us"] > 0
-    assert rm["query_then_remove_kit_us"] > 0 and rm["query_then_close_kit_us"] > 0
-    assert rm["query_then_remove_without_rollback_us"] > 0
+            _sane(f"{config} {endpoint}", s)
+            assert s["kit_ratio"] > 0 and s["kit_ratio_cpu"] > 0, (config, endpoint)
+    assert tp["kit"]["GET /"]["kit_ratio"] == 1.0
 
     st = results["statements"]
-    assert st["bare"]["GET /"] == ["SELECT"]
-    assert st["kit"]["GET /"][0] == "SELECT" and "PING" not in st["kit"]["GET /"]
-    assert st["textbook"]["GET /"][0] == "PING"
+    assert list(st) == list(CONFIGS)
+    assert st["kit"] == {"GET /": ["SELECT"], "POST /notes": ["BEGIN", "INSERT", "COMMIT"]}
+    assert st["floor"] == {"GET /": ["SELECT"], "POST /notes": ["INSERT"]}
+    assert st["floor-orm"]["GET /"] == ["SELECT"]
+    assert st["fsa-preping"]["GET /"][0] == "PING" and "PING" not in st["fsa-recycle"]["GET /"]
+
+    in_process = results["in_process"]
+    assert list(in_process["cases"]) == list(CASES)
+    for case, endpoints in in_process["cases"].items():
+        for endpoint, p in endpoints.items():
+            assert 0 < p["cpu_us"] <= p["wall_us"], (case, endpoint, p)
+    assert list(in_process["profile"]) == list(PROFILED)
+    for case, endpoints in in_process["profile"].items():
+        for endpoint, areas in endpoints.items():
+            assert sum(areas.values()) > 0, (case, endpoint, areas)
+    assert 0 < in_process["access_line"]["cpu_us"] <= in_process["access_line"]["wall_us"]
+
+    sc = results["scaling"]
+    assert list(sc["workers"]) == list(WORKER_SETUPS)
+    for label, s in sc["workers"].items():
+        _sane(label, s)
+    assert list(sc["nginx"]["runs"]) == ["direct", "nginx"]
+    for label, endpoints in sc["nginx"]["runs"].items():
+        for endpoint, s in endpoints.items():
+            _sane(f"{label} {endpoint}", s)
+    for label, memory in sc["memory"].items():
+        assert len(memory["workers"]) == 2, label
+        w = memory["worker_median"]
+        assert 0 < w["uss_kib"] <= w["pss_kib"] <= w["rss_kib"], (label, w)
 
     faults = results["faults"]
     assert list(faults) == ["kit"]
@@ -72,6 +106,14 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert row["requests"] == 4 and row["non2xx"] == 0, (scenario, row)
         assert 0 < row["slowest_s"] < 2.0, (scenario, row)
     assert set(faults["kit"]["down"]["during_statuses"]) == {"503"}
+
+    hot = results["hot_faults"]
+    assert list(hot) == ["kit"] and list(hot["kit"]) == list(HOT)
+    for scenario, row in hot["kit"].items():
+        assert row["requests"] == 2 and row["non2xx"] == 0, (scenario, row)
+        assert row["slowest_s"] <= NET_TIMEOUT + 1, (scenario, row)
+    phases = {"throughput", "statements", "in-process", "scaling", "hot faults", "idle faults"}
+    assert phases <= set(results["phases"])
 
     out = tmp_path / "out"
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -299,3 +299,14 @@ def test_bad_input_is_one_line_and_exit_2_never_a_traceback(
 def _bytes(path: Path, content: bytes) -> str:
     path.write_bytes(content)
     return str(path)
+
+
+def test_a_recycle_above_the_network_idle_limit_is_a_failure_not_an_input_error(
+    tmp_path: Path, mariadb: LocalMariaDB
+) -> None:
+    f = kit_env(tmp_path, mariadb, DB_NETWORK_IDLE_TIMEOUT="1", DB_POOL_RECYCLE="1.5")
+    result = kit("doctor", "--json", "--env-file", f)
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = [c for c in json.loads(result.stdout)["checks"] if c["status"] == "FAIL"]
+    assert [c["name"] for c in failed] == ["settings"], failed
+    assert "DB_POOL_RECYCLE=1.5 must be below DB_NETWORK_IDLE_TIMEOUT=1" in failed[0]["detail"]

@@ -159,11 +159,12 @@ def write_vars(path: Path, values: dict[str, Any]) -> None:
 
 @pytest.mark.slow
 def test_example_inventory_wires_one_idle_timeout_everywhere(show_playbook: Path) -> None:
-    # db_idle_timeout 3600 on the server; a 350 s middlebox makes the app follow 350.
+    # db_idle_timeout 3600 on the server; the app knows both it and the 350 s middlebox.
     seen = shown(show_playbook)
     assert {str(v["mysql_wait_timeout"]) for v in seen["mysql"].values()} == {"3600"}
     assert {str(v["mysql_interactive_timeout"]) for v in seen["mysql"].values()} == {"3600"}
-    assert {float(v["app_db_idle_timeout"]) for v in seen["app"].values()} == {350.0}
+    assert {float(v["app_db_idle_timeout"]) for v in seen["app"].values()} == {3600.0}
+    assert {float(v["app_db_network_idle_timeout"]) for v in seen["app"].values()} == {350.0}
 
 
 @pytest.mark.slow
@@ -268,7 +269,7 @@ def test_example_inventory_passes_preflight() -> None:
         ({"vault_db_migrate_password": "short"}, "db_migrate_password is not set (or shorter"),
         (
             {"app_db_pool_recycle": 350},
-            "app1, app2: app_db_pool_recycle=350 must be below app_db_idle_timeout=350: "
+            "app1, app2: app_db_pool_recycle=350 must be below app_db_network_idle_timeout=350: "
             "lower app_db_pool_recycle or unset it to use 315",
         ),
         ({"app_gunicorn_workers": 9}, "raise mysql_max_connections to at least 190"),
@@ -276,7 +277,7 @@ def test_example_inventory_passes_preflight() -> None:
         ({"app_gunicorn_timeout": 20}, "raise app_gunicorn_timeout"),
         ({"db_idle_timeout": "soon"}, "db_idle_timeout=soon is not a positive number"),
         (
-            {"app_db_idle_timeout": 7200},
+            {"app_db_idle_timeout": 7200, "app_db_network_idle_timeout": ""},
             "db1, app1, app2: app_db_pool_recycle=6480 is not below the server's "
             "mysql_wait_timeout=3600",
         ),

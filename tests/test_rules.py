@@ -177,6 +177,7 @@ def hook(server: Any, worker: Any) -> None:
             FAIL,
         ),
         (gunicorn(post_fork=hook, verdict="disposed"), "preload_app + post_fork", PASS),
+        (gunicorn(post_fork=hook, verdict=""), "preload_app + post_fork", WARN),  # not run
         (gunicorn(timeout=45), "Gunicorn timeout vs database waits", PASS),
         (gunicorn(timeout=44), "Gunicorn timeout vs database waits", FAIL),
         (gunicorn(timeout=31), "Gunicorn timeout vs database waits", FAIL),

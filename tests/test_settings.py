@@ -145,3 +145,21 @@ def test_ping_timeout_above_read_timeout_is_refused() -> None:
 
 def test_password_never_in_the_printable_url() -> None:
     assert "secret" not in settings().url_without_password
+
+
+def test_a_network_idle_limit_below_the_servers_sets_the_recycle() -> None:
+    s = settings(DB_IDLE_TIMEOUT="3600", DB_NETWORK_IDLE_TIMEOUT="350")
+    assert s.pool_recycle == 315 and s.idle_timeout == 3600
+
+
+def test_a_recycle_at_or_above_the_network_idle_limit_is_refused() -> None:
+    message = refused(
+        DATABASE_URL=URL,
+        DB_IDLE_TIMEOUT="3600",
+        DB_NETWORK_IDLE_TIMEOUT="350",
+        DB_POOL_RECYCLE="400",
+    )
+    assert message == (
+        "DB_POOL_RECYCLE=400 must be below DB_NETWORK_IDLE_TIMEOUT=350: "
+        "lower DB_POOL_RECYCLE or unset it to use 315"
+    )

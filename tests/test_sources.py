@@ -76,8 +76,11 @@ def test_app_role_default_agrees_with_the_table(setting: Any) -> None:
 
 def test_app_role_follows_the_shared_idle_limits_and_tls() -> None:
     assert float(rendered("app", "app_db_idle_timeout", db_idle_timeout=3600)) == 3600
-    idle = rendered("app", "app_db_idle_timeout", db_idle_timeout=3600, network_idle_timeout=350)
-    assert float(idle) == 350
+    network = rendered(
+        "app", "app_db_network_idle_timeout", db_idle_timeout=3600, network_idle_timeout=350
+    )
+    assert float(network) == 350
+    assert rendered("app", "app_db_network_idle_timeout") == ""
     assert rendered("app", "app_db_tls_ca", db_address="10.0.0.10") == "/etc/idle-proof/db-ca.pem"
 
 
@@ -97,7 +100,9 @@ def test_app_role_argument_specs_declare_every_setting() -> None:
     spec = load(ROLES / "app" / "meta" / "argument_specs.yml")["argument_specs"]["main"]
     for setting in ROWS:
         assert setting.role_var in spec["options"], f"{setting.role_var} is not in the specs"
-        expected = "raw" if setting.key == "pool_recycle" else SPEC_TYPES[setting.kind]
+        # Optional settings (empty: derived, or none) take "" besides their kind.
+        optional = setting.default is None and SPEC_TYPES[setting.kind] != "str"
+        expected = "raw" if optional else SPEC_TYPES[setting.kind]
         assert spec["options"][setting.role_var]["type"] == expected, setting.role_var
 
 

@@ -39,14 +39,17 @@ def judged(name: str, problem: rules.Problem | None, ok: str, severity: str = FA
     return Check(name, severity, problem.found, problem.fix)
 
 
-def settings_check(settings: Settings) -> Check:
-    return Check(
-        "settings",
-        PASS,
-        f"{settings.url_without_password}: {settings.value('idle_timeout')} "
-        f"{settings.value('pool_recycle')} {settings.value('ping_after_idle')} "
-        f"{settings.value('ping_timeout')}",
+def settings_checks(settings: Settings) -> list[Check]:
+    """The rules between the settings themselves: one FAIL row per breach."""
+    problems = settings.problems()
+    if problems:
+        return [Check("settings", FAIL, p.found, p.fix) for p in problems]
+    shown = " ".join(
+        str(settings.value(key))
+        for key in ("idle_timeout", "network_idle_timeout", "pool_recycle", "ping_after_idle")
+        if getattr(settings, key) is not None
     )
+    return [Check("settings", PASS, f"{settings.url_without_password}: {shown}")]
 
 
 # --- the database server ------------------------------------------------------------------
@@ -210,6 +213,13 @@ def post_fork_check(g: GunicornFacts, path: Path) -> Check:
             "the connections the master opened ('Command Out of Sync', 2014)",
             "add the kit's hook: def post_fork(server, worker): "
             "from app.db import dispose_after_fork; dispose_after_fork(server.app.wsgi())",
+        )
+    if not g.post_fork_verdict:
+        return Check(
+            name,
+            WARN,
+            f"{path}: preload_app is on; post_fork was not run: the app refuses its settings",
+            "fix the settings row's FAIL first",
         )
     if g.post_fork_verdict != DISPOSED:
         return Check(

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             print(markdown_table(), end="")
             return 0
         env = load_environment(args.env_file)
-        settings = load_settings(env)
+        settings = load_settings(env, check=args.command != "doctor")
         if args.command == "settings":
             print(describe(settings, env))
             return 0

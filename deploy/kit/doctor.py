@@ -25,7 +25,7 @@ from kit.checks import (
     gunicorn_checks,
     nginx_check,
     server_checks,
-    settings_check,
+    settings_checks,
     systemd_check,
 )
 from kit.errors import UsageError
@@ -56,7 +56,9 @@ def host_checks(
             "fix the config file or the GUNICORN_* variable it names",
         )
         return [failed], None
-    if gunicorn.preload_app and gunicorn.post_fork is not None:
+    # The hook runs against the app the workers would load; with settings the app refuses
+    # (the settings row says why) there is no app to run it against.
+    if gunicorn.preload_app and gunicorn.post_fork is not None and not settings.problems():
         gunicorn.post_fork_verdict = hooks.post_fork_verdict(gunicorn, env)
     checks = gunicorn_checks(settings, gunicorn, gunicorn_config)
     if nginx_conf:
@@ -75,7 +77,7 @@ def collect(
     nginx_conf: Path | None,
     systemd_unit: Path | None,
 ) -> list[Check]:
-    checks = [settings_check(settings)]
+    checks = settings_checks(settings)
     found, gunicorn = host_checks(settings, env, gunicorn_config, nginx_conf, systemd_unit)
     checks += found
     try:

@@ -46,9 +46,11 @@ def load_environment(env_file: Path | None) -> dict[str, str]:
     return env
 
 
-def load_settings(env: Mapping[str, str]) -> Settings:
+def load_settings(env: Mapping[str, str], check: bool = True) -> Settings:
+    """The settings in ``env``; a bad value is a UsageError. ``check=False`` leaves the rules
+    between settings to the caller (``kit doctor`` reports them as findings)."""
     try:
-        return Settings.from_env(env)
+        return Settings.from_env(env, check=check)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
 

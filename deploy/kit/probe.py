@@ -69,7 +69,7 @@ class Report:
     survived: float  # the longest idle that survived (0: none did)
     killed: float | None  # the shortest idle that was killed (None: none was)
     cause: str | None  # what killed the connection idle for ``killed`` seconds
-    configured_idle_timeout: float
+    configured_idle_timeout: float  # the smaller of DB_IDLE_TIMEOUT, DB_NETWORK_IDLE_TIMEOUT
     suggested_idle_timeout: int | None
     elapsed: float
     outcomes: list[Outcome] = field(default_factory=list)
@@ -220,7 +220,9 @@ def measure(
         survived=round(survived, 2),
         killed=None if killed is None else round(killed, 2),
         cause=cause,
-        configured_idle_timeout=settings.idle_timeout,
+        configured_idle_timeout=min(
+            settings.idle_timeout, settings.network_idle_timeout or math.inf
+        ),
         suggested_idle_timeout=suggested,
         elapsed=round(time.monotonic() - begun, 1),
         outcomes=sorted(outcomes, key=lambda o: o.idle),
@@ -245,14 +247,16 @@ def render(r: Report) -> str:
     if r.suggested_idle_timeout is None:
         lines.append("  suggestion: connections die within a second of idling; fix the path first")
     else:
+        # The server's own limit, or a middlebox's: each has its setting.
+        name = "DB_IDLE_TIMEOUT" if r.cause == SERVER_CLOSE else "DB_NETWORK_IDLE_TIMEOUT"
         lines.append(
-            f"  suggestion: DB_IDLE_TIMEOUT={r.suggested_idle_timeout} "
-            f"(now {r.configured_idle_timeout:g}); DB_POOL_RECYCLE then defaults below it"
+            f"  suggestion: {name}={r.suggested_idle_timeout} (the app's idle limit now "
+            f"{r.configured_idle_timeout:g}); DB_POOL_RECYCLE then defaults below it"
         )
     if not r.ok:
         lines.append(
-            f"  MISMATCH: DB_IDLE_TIMEOUT={r.configured_idle_timeout:g} is above an idle length "
-            f"that was killed ({r.killed:g} s)"
+            f"  MISMATCH: the app's idle limit ({r.configured_idle_timeout:g} s: DB_IDLE_TIMEOUT, "
+            f"DB_NETWORK_IDLE_TIMEOUT) is above an idle length that was killed ({r.killed:g} s)"
         )
     return "\n".join(lines)
 
