@@ -58,6 +58,22 @@ def test_readme_settings_table_is_generated_from_the_table() -> None:
     )
 
 
+def test_ansible_readme_variables_table_is_generated_from_the_roles() -> None:
+    """Every option of every role, with its default and checks, as the roles state them."""
+    readme = (ROOT / "ansible" / "README.md").read_text()
+    found = re.search(r"<!-- variables:start[^\n]*-->\n(.*?)<!-- variables:end -->", readme, re.S)
+    assert found, "ansible/README.md lost its variables markers"
+    table = runpy.run_path(str(ROOT / "scripts" / "ansible-variables"))["table"]()
+    assert found.group(1) == table, (
+        "ansible/README.md's variables table is stale: replace it with the output of "
+        "`.venv/bin/python scripts/ansible-variables`"
+    )
+    for role in ROLE_NAMES:
+        specs = load(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]
+        for name in specs["options"]:
+            assert f"| `{name}` |" in table, f"{name} ({role}) is missing from the table"
+
+
 @pytest.mark.parametrize("setting", ROWS, ids=[s.env for s in ROWS])
 def test_app_role_default_agrees_with_the_table(setting: Any) -> None:
     """As Ansible renders it, for a host with the database on loopback (no TLS, no network
