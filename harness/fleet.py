@@ -104,13 +104,16 @@ class Fleet:
             timeout=120,
         )
 
-    def playbook(self, *args: str, timeout: float = 900) -> PlaybookRun:
+    def playbook(
+        self, *args: str, timeout: float = 900, inventory: Path | None = None
+    ) -> PlaybookRun:
+        """site.yml on this fleet (or on its hosts through another inventory)."""
         env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
         source = {"app_source_dir": str(self.source_dir)} if self.source_dir else {}
         argv = [
             str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
-            str(self.inventory),
+            str(inventory or self.inventory),
             "-e",
             json.dumps(source),
             *args,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
+import yaml
 
 from harness import ROOT
 from harness.fleet import Fleet
@@ -358,3 +360,37 @@ def test_a_fail_of_kit_doctor_stops_the_app_play(converged: Fleet) -> None:
     assert "kit doctor on app1" in run.output and "FAIL wait_timeout" in run.output, run.output[
         -4000:
     ]
+
+
+def test_a_managed_database_serves_app_hosts_without_a_db_group(
+    converged: Fleet, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """db1 as a database the kit does not run (no db group; its users made by "the DBA",
+    here the mysql role earlier): the inventory states its limits and CA, the app hosts
+    converge against it unchanged, and kit doctor passes there, TLS verified."""
+    inventory = tmp_path / "managed"
+    hosts = yaml.safe_load((converged.inventory / "hosts.yml").read_text())
+    hosts["all"]["children"].pop("db")
+    inventory.mkdir()
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    shutil.copytree(converged.inventory / ".secrets", inventory / ".secrets")
+    fleet_vars = yaml.safe_load((converged.inventory / "group_vars" / "all.yml").read_text())
+    managed = {
+        **fleet_vars,
+        "db_address": converged.address("db1"),
+        "db_max_connections": 60,
+        "db_tls_ca_cert": str(converged.inventory / ".tls" / "ca.crt"),
+    }
+    (inventory / "group_vars").mkdir()
+    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(managed))
+    run = converged.playbook("--limit", "app", inventory=inventory)
+    assert run.returncode == 0, run.output[-6000:]
+    report(request, "fleet", f"managed database, app hosts: {run.seconds:.0f} s")
+    assert run.changed == 0, run.changed_tasks()
+    ran = run.output.split("TASK [app : Run kit doctor on this host.]")[1].split("TASK [")[0]
+    assert "ok: [app1]" in ran and "ok: [app2]" in ran, ran
+    # Without db_max_connections the preflight refuses it, naming the variable.
+    del managed["db_max_connections"]
+    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(managed))
+    refused = converged.playbook("--limit", "app", inventory=inventory)
+    assert refused.returncode != 0 and "set db_max_connections" in refused.output
