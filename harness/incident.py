@@ -56,11 +56,15 @@ class Answer:
 
 
 class Recorder:
-    """``with Recorder(url) as rec: ...`` sends GET / and POST /notes for the block."""
+    """``with Recorder(url) as rec: ...`` sends GET / and POST /notes for the block.
 
-    def __init__(self, url: str, threads: int = 2, timeout: float = 30) -> None:
+    At most ``rate`` requests a second in all: nginx on web1 limits one client address to
+    20 a second (nginx/idle-proof.conf) and answers 429 beyond its burst."""
+
+    def __init__(self, url: str, threads: int = 2, timeout: float = 30, rate: float = 12) -> None:
         self.url = url
         self.timeout = timeout
+        self.interval = threads / rate  # each thread's pace
         self.answers: list[Answer] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -88,6 +92,7 @@ class Recorder:
             answer = Answer(started, time.monotonic() - started, status, error)
             with self._lock:
                 self.answers.append(answer)
+            self._stop.wait(max(0.0, started + self.interval - time.monotonic()))
 
     def since(self, moment: float) -> list[Answer]:
         with self._lock:
