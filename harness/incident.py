@@ -194,15 +194,6 @@ class HostDeath:
     naive: list[tuple[int | str, float]] = field(default_factory=list)  # during the outage
 
     @property
-    def during(self) -> list[Answer]:
-        """Requests that met the outage: sent after the cut, or still running at it."""
-        return [
-            a
-            for a in self.answers
-            if a.started + a.seconds >= self.powered_off and a.started < self.db_back
-        ]
-
-    @property
     def after(self) -> list[Answer]:
         """Requests sent once db1's MariaDB answered again."""
         return [a for a in self.answers if a.started >= self.db_back]
