@@ -184,6 +184,25 @@ def deploy_line(d: dict[str, Any] | None) -> list[str]:
     return ["", "`make deploy` timing: not measured in this run (`--no-deploy`)."]
 
 
+def host_death_line(d: dict[str, Any] | None) -> list[str]:
+    if d is None:
+        return []  # results from before the measurement existed
+    if "skipped" in d:
+        return ["", "Database host death: not measured in this run (`--no-host-death`)."]
+    if "error" in d:
+        return ["", f"Database host death: not measured, it failed: {d['error']}"]
+    recovered = "never" if d["recovered_s"] is None else f"{d['recovered_s']:.0f} s"
+    return [
+        "",
+        f"Database host death (db1 of a test fleet powered off hard under load through web1, "
+        f"{d['outage_s']:.0f} s off): {d['requests']} requests, {d['non_2xx']} non-2xx of "
+        f"which {d['503_json']} 503 JSON, worst latency {d['slowest_s']:.1f} s (bound "
+        f"{d['bound_s']:g} s); first 2xx {recovered} after the power-on (boot "
+        f"{d['boot_s']:.0f} s); after MariaDB answered again {d['after_non_2xx']} non-2xx of "
+        f"{d['after_requests']}.",
+    ]
+
+
 def run_line(results: dict[str, Any]) -> list[str]:
     m, v = results["machine"], results["versions"]
     phases = ", ".join(f"{name} {s:.0f} s" for name, s in results.get("phases", {}).items())
@@ -209,7 +228,8 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("scaling"):
         lines += scaling_tables(results["scaling"])
     lines += fault_sections(results.get("faults"), results.get("hot_faults"))
-    lines += deploy_line(results.get("deploy")) + run_line(results)
+    lines += deploy_line(results.get("deploy")) + host_death_line(results.get("host_death"))
+    lines += run_line(results)
     return "\n".join(lines) + "\n"
 
 

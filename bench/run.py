@@ -9,8 +9,9 @@ recycle only, the plain autocommit engine with the kit's ORM views and without t
 Phases, each timed: throughput (interleaved rounds, both endpoints), the statements each
 configuration sends, where the kit's time goes (in process), scaling (worker counts and
 classes, nginx in front, memory per worker), the hot fault matrix (busy connections),
-the idle fault matrix (MariaDB restarted with ``wait_timeout=2``), and ``make deploy``
-timings (``--no-deploy`` skips).
+the idle fault matrix (MariaDB restarted with ``wait_timeout=2``), ``make deploy``
+timings (``--no-deploy`` skips) and the database host's death on a test fleet
+(``--no-host-death`` skips).
 
     .venv/bin/python -m bench.run [--rounds 7] [--duration 3] [--out bench/results]
 """
@@ -22,6 +23,7 @@ import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from bench.configs import (
 from bench.deploy_timing import time_deploy
 from bench.environment import machine, versions
 from bench.fault_matrix import hot_matrix, idle_matrix
+from bench.host_death import time_host_death
 from bench.load import Load, seed_notes, statements_per_request, throughput
 from bench.micro import where_time_goes
 from bench.progress import Progress
@@ -78,6 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip timing make deploy on a fresh systemd-nspawn test host (about 2 min)",
     )
+    p.add_argument(
+        "--no-host-death",
+        dest="host_death",
+        action="store_false",
+        help="skip powering db1 off under load on a test fleet of 4 hosts (about 6 min)",
+    )
     p.add_argument("--out", type=Path, default=BENCH / "results")
     p.add_argument("--readme", type=Path, default=README, help="README with bench markers")
     p.add_argument("--no-readme", action="store_true", help="leave the README alone")
@@ -104,6 +113,7 @@ def total_steps(args: argparse.Namespace) -> int:
         + scaling_runs
         + faults
         + (3 if args.deploy else 0)
+        + (2 if args.host_death else 0)
     )
 
 
@@ -149,12 +159,18 @@ def measure_on_mariadb(
 
 
 def deploy_timing(raw: Path, progress: Progress) -> dict[str, Any]:
+    return fleet_figures(time_deploy, raw, progress)
+
+
+def fleet_figures(
+    measure: Callable[[Progress, Path], dict[str, Any]], raw: Path, progress: Progress
+) -> dict[str, Any]:
     try:
-        return time_deploy(progress, raw)
+        return measure(progress, raw)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         # The measurements above stand on their own; say why this one is missing.
         failed = {"error": str(exc).splitlines()[0][:300]}
-        progress(f"deploy timing failed: {failed['error']}")
+        progress(f"{measure.__name__} failed: {failed['error']}")
         return failed
 
 
@@ -214,6 +230,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.deploy:
         with progress.phase("deploy"):
             results["deploy"] = deploy_timing(raw, progress)
+    if args.host_death:
+        with progress.phase("host death"):
+            results["host_death"] = fleet_figures(time_host_death, raw, progress)
+    else:
+        results["host_death"] = {"skipped": "--no-host-death"}
     results["phases"] = progress.phases
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     write_outputs(results, args, progress)

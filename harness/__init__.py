@@ -15,7 +15,10 @@ a mock; every server is a real process, stopped by its own pid.
 * :mod:`harness.nginx` - a real nginx on loopback serving the canonical site;
 * :mod:`harness.traffic` - steady GET and POST traffic, every answer counted;
 * :mod:`harness.testhost` - a systemd-nspawn test host and ansible-playbook runs on it;
-* :mod:`harness.fleet` - four such hosts on a private bridge (scripts/fleet), converged.
+* :mod:`harness.fleet` - four such hosts on a private bridge (scripts/fleet), converged;
+* :mod:`harness.conntrack` - a stateful firewall on a fleet host that forgets idle flows;
+* :mod:`harness.incident` - the incident on a fleet: load through web1, the naive app on
+  an app host, the database host powered off under load.
 """
 
 from __future__ import annotations

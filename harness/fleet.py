@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ from harness.testhost import ANSIBLE_DIR, STATE, PlaybookRun
 FLEET_INVENTORY = ANSIBLE_DIR / "inventories" / "fleet"
 
 
+def second_octet(name: str) -> int:
+    """10.213.x.0/24 for the first fleet name; another name gets 10.214-233."""
+    return 213 if name == "ipkf" else 214 + sum(map(ord, name)) % 20
+
+
 @dataclass
 class Fleet:
     prefix: str  # containers are named <prefix>-<host>
@@ -33,17 +38,28 @@ class Fleet:
     inventory: Path  # a directory: hosts.yml and the fleet inventory's group_vars
     # A frozen copy of the release files (see tests.testhost.NspawnHost.source_dir).
     source_dir: Path | None = None
+    # Inventory variables for every host (hosts.yml's all.vars), e.g. network_idle_timeout.
+    inventory_vars: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_test(cls, workdir: Path, source_dir: Path | None = None) -> Fleet:
-        """A fleet with names and a subnet of its own, described by an inventory in workdir."""
+    def for_test(
+        cls,
+        workdir: Path,
+        source_dir: Path | None = None,
+        inventory_vars: dict[str, Any] | None = None,
+        name: str = "ipkf",
+    ) -> Fleet:
+        """A fleet with names and a subnet of its own, described by an inventory in workdir.
+
+        ``name`` tells two fleets of one process apart (a short prefix: ipkf, ipki)."""
         pid = os.getpid()
         fleet = cls(
-            prefix=f"ipkf{pid}",
-            bridge=f"ipkf{pid}"[:15],
-            network=f"10.213.{100 + pid % 150}",
+            prefix=f"{name}{pid}",
+            bridge=f"{name}{pid}"[:15],
+            network=f"10.{second_octet(name)}.{100 + pid % 150}",
             inventory=workdir / "inventory",
             source_dir=source_dir,
+            inventory_vars=inventory_vars or {},
         )
         fleet.write_inventory()
         return fleet
@@ -51,6 +67,7 @@ class Fleet:
     def write_inventory(self) -> None:
         """The fleet inventory with this fleet's addresses and keys; group_vars shared."""
         hosts: dict[str, Any] = yaml.safe_load((FLEET_INVENTORY / "hosts.yml").read_text())
+        hosts["all"]["vars"].update(self.inventory_vars)
         hosts["all"]["vars"]["ansible_ssh_private_key_file"] = (
             f"{STATE}/{self.prefix}-{{{{ inventory_hostname }}}}/id_ed25519"
         )
@@ -103,6 +120,24 @@ class Fleet:
             check=check,
             timeout=120,
         )
+
+    def root(self, host: str) -> Path:
+        """The host's root filesystem, as this machine sees it (to hand it files)."""
+        return STATE / f"{self.prefix}-{host}" / "root"
+
+    def power_off(self, host: str) -> None:
+        """Pull the host's plug: no FIN or RST for its connections, no shutdown; disk kept."""
+        subprocess.run(
+            [ROOT / "scripts" / "fleet", "poweroff", host], env=self.env, check=True, timeout=60
+        )
+
+    def power_on(self, host: str) -> float:
+        """Boot a powered-off host from the disk it was left with; the seconds it took."""
+        started = time.monotonic()
+        subprocess.run(
+            [ROOT / "scripts" / "fleet", "poweron", host], env=self.env, check=True, timeout=180
+        )
+        return time.monotonic() - started
 
     def playbook(
         self, *args: str, timeout: float = 900, inventory: Path | None = None

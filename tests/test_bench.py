@@ -56,6 +56,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
             f"--out={tmp_path / 'out'}",
             f"--readme={readme}",
             "--no-deploy",
+            "--no-host-death",
         ]
     )
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from bench.configs import BENCH
-from bench.report import MARK_END, MARK_START, markdown, write_readme
+from bench.report import MARK_END, MARK_START, host_death_line, markdown, write_readme
 from harness import ROOT
 
 RESULTS = BENCH / "results"
@@ -35,3 +35,25 @@ def test_write_readme_leaves_a_readme_without_markers_alone(tmp_path: Path) -> N
     readme.write_text("# no markers\n")
     assert not write_readme("| table |\n", readme)
     assert readme.read_text() == "# no markers\n"
+
+
+def test_host_death_line_says_what_was_measured_or_why_not() -> None:
+    figures = {
+        "requests": 40,
+        "non_2xx": 6,
+        "503_json": 6,
+        "slowest_s": 7.4,
+        "bound_s": 8.0,
+        "outage_s": 24.0,
+        "boot_s": 6.0,
+        "recovered_s": 9.0,
+        "after_requests": 12,
+        "after_non_2xx": 0,
+        "healthz_non_200": 0,
+    }
+    line = host_death_line(figures)[1]
+    assert "6 non-2xx of which 6 503 JSON, worst latency 7.4 s (bound 8 s)" in line
+    assert "first 2xx 9 s after the power-on" in line
+    assert "--no-host-death" in host_death_line({"skipped": "--no-host-death"})[1]
+    assert "it failed: boom" in host_death_line({"error": "boom"})[1]
+    assert host_death_line(None) == []

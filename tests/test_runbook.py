@@ -54,6 +54,13 @@ def runbook_commands() -> list[str]:
     return commands
 
 
+def test_every_shell_block_is_run_by_a_test() -> None:
+    """```sh blocks run here; ```sh on=HOST blocks (the fleet procedures) run on that host of
+    a test fleet, by tests/test_fleet_incident.py. Any other shell fence would be run by none."""
+    fences = re.findall(r"^```((?:ba|z)?sh\b.*|shell.*|console.*)$", RUNBOOK.read_text(), re.M)
+    assert fences and all(f == "sh" or re.fullmatch(r"sh on=\w+", f) for f in fences), fences
+
+
 def journal_unit(command: str) -> str | None:
     match = re.match(r"journalctl -u (\S+) [^|]*\|", command)
     return match.group(1) if match else None

@@ -1,0 +1,280 @@
+"""The incident across a real network, on a converged fleet (db1, app1, app2, web1).
+
+A stateful firewall on db1 (harness/conntrack.py) forgets idle flows to MariaDB after the
+inventory's ``network_idle_timeout`` and drops their later packets silently, as cloud NAT
+gateways and firewalls do. The one inventory variable sets both the firewall's limit (here)
+and the app's (the app role's idle limit, so its pool recycles below it).
+
+* idle past the limit: through web1 the kit answers 2xx; the naive app beside it on app1,
+  through the same firewall, hangs;
+* ``kit probe-idle`` on app1 finds a silent drop at the limit; ``kit doctor`` on app1 FAILs
+  a pool recycle above it;
+* deploy/RUNBOOK.md section 8 ("find which hop"), every command, on its host;
+* db1 powered off hard under load (no FIN/RST, no shutdown): 503 JSON within the bound the
+  core promises, /healthz answers throughout, every request 2xx once db1 is back from its
+  own disk, nothing restarted; the naive app hangs meanwhile.
+
+One fleet for the module, removed even when a test fails. The host-death test runs last:
+it powers db1 off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from app.settings import Settings
+from harness import ROOT, conntrack
+from harness.fleet import Fleet
+from harness.incident import (
+    APP_ENV,
+    RELEASE,
+    Recorder,
+    dead_host_bound,
+    host_death,
+    host_env,
+    host_get,
+    start_naive,
+    stop_naive,
+)
+from harness.testhost import snapshot_release
+from tests.conftest import report
+
+pytestmark = [pytest.mark.slow, pytest.mark.ansible]
+
+# The network's idle limit, declared once in the inventory: short, so idling past it is fast.
+NETWORK_IDLE_TIMEOUT = 10
+KIT = f"{RELEASE}/venv/bin/kit"
+RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
+# Production durations in the runbook -> this test's (a limit of seconds, not minutes).
+RUNBOOK_SUBSTITUTIONS = {"--max-seconds 900": f"--max-seconds {NETWORK_IDLE_TIMEOUT + 6}"}
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Fleet]:
+    if os.geteuid() != 0:
+        pytest.fail("the fleet tests boot systemd-nspawn hosts: run them as root (sudo make test)")
+    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
+    source = snapshot_release(tmp_path_factory.mktemp("release"))
+    fleet = Fleet.for_test(
+        tmp_path_factory.mktemp("fleet"),
+        source_dir=source,
+        inventory_vars={"network_idle_timeout": NETWORK_IDLE_TIMEOUT},
+        name="ipki",
+    )
+    try:
+        started = time.monotonic()
+        fleet.up()
+        # The firewall comes before the app's first connection: every flow gets its limit.
+        conntrack.install_tools(fleet, "db1")
+        conntrack.install(fleet, "db1", declared_limit(fleet))
+        converge = fleet.playbook()
+        assert converge.returncode == 0, converge.output[-6000:]
+        report(
+            request,
+            "incident",
+            f"fleet booted, firewall on db1, converged: {time.monotonic() - started:.0f} s "
+            f"(converge {converge.seconds:.0f} s)",
+        )
+        yield fleet
+    finally:
+        fleet.down()
+    assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
+
+
+def declared_limit(fleet: Fleet) -> int:
+    """The inventory's network_idle_timeout: what the firewall forgets idle flows after."""
+    return int(fleet.inventory_vars["network_idle_timeout"])
+
+
+@pytest.fixture(scope="module")
+def naive(fleet: Fleet) -> Iterator[str]:
+    """The naive app on app1's loopback (its URL there), through the same firewall."""
+    url = start_naive(fleet, "app1")
+    yield url
+    stop_naive(fleet, "app1")
+
+
+def test_the_declared_limit_reaches_the_app(fleet: Fleet) -> None:
+    env = host_env(fleet, "app1")
+    limit = declared_limit(fleet)
+    settings = Settings.from_env(env)
+    assert settings.network_idle_timeout == limit, env
+    assert settings.pool_recycle < limit, env
+
+
+def test_idle_past_the_network_limit_kit_2xx_naive_hangs(
+    fleet: Fleet, naive: str, request: pytest.FixtureRequest
+) -> None:
+    limit = declared_limit(fleet)
+    # Every worker of both app hosts holds pooled connections, as after a day's traffic.
+    with Recorder(fleet.url, threads=4) as warm:
+        time.sleep(3)
+    assert all(a.ok for a in warm.answers), [a.status for a in warm.answers if not a.ok]
+    for _ in range(4):
+        assert host_get(fleet, "app1", f"{naive}/", 10)[0] == 200
+    dropped_before = conntrack.dropped(fleet, "db1")
+
+    time.sleep(limit + 4)  # the quiet night
+
+    with Recorder(fleet.url, threads=2) as kit:
+        time.sleep(4)
+    naive_answers = [host_get(fleet, "app1", f"{naive}/", 12) for _ in range(2)]
+    dropped = conntrack.dropped(fleet, "db1") - dropped_before
+    kit_failed = [a.status for a in kit.answers if not a.ok]
+    slowest = max(a.seconds for a in kit.answers)
+    report(
+        request,
+        "incident",
+        f"idle {limit + 4} s past a {limit} s firewall limit: kit through web1 "
+        f"{len(kit.answers)} requests, {len(kit_failed)} non-2xx, slowest {slowest:.2f} s | "
+        f"naive on app1 {[(s, round(t, 1)) for s, t in naive_answers]} | "
+        f"firewall dropped {dropped} packets of forgotten flows",
+    )
+    assert len(kit.answers) >= 10 and kit_failed == [], kit_failed
+    assert any(s != 200 for s, _ in naive_answers), f"the naive app survived: {naive_answers}"
+    assert dropped > 0, "the firewall dropped nothing: the naive app failed for another reason"
+
+
+def probe(fleet: Fleet, host: str, max_seconds: int) -> dict[str, object]:
+    args = ("--env-file", APP_ENV, "--max-seconds", str(max_seconds), "--json")
+    result = fleet.run(host, KIT, "probe-idle", *args, check=False)
+    try:
+        return dict(json.loads(result.stdout))
+    except ValueError:
+        raise AssertionError(f"kit probe-idle on {host}: {result.stdout}{result.stderr}") from None
+
+
+def test_probe_idle_on_app1_finds_the_silent_drop(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    limit = declared_limit(fleet)
+    found = probe(fleet, "app1", limit + 6)
+    report(
+        request,
+        "incident",
+        f"kit probe-idle on app1: survived {found['survived']} s, killed at {found['killed']} s "
+        f"by {found['cause']} (firewall limit {limit} s), in {found['elapsed']} s",
+    )
+    assert found["cause"] == "silent_drop", found
+    assert isinstance(found["survived"], float | int) and isinstance(found["killed"], float | int)
+    assert limit - 1 <= found["survived"] < found["killed"] <= limit + 1, found
+
+
+def doctor(fleet: Fleet, host: str, env_file: str) -> subprocess.CompletedProcess[str]:
+    config = f"--gunicorn-config={RELEASE}/gunicorn.conf.py"
+    return fleet.run(host, KIT, "doctor", f"--env-file={env_file}", config, check=False)
+
+
+def test_doctor_on_app1_fails_a_recycle_above_the_limit(fleet: Fleet) -> None:
+    limit = declared_limit(fleet)
+    deployed = doctor(fleet, "app1", APP_ENV)
+    assert deployed.returncode == 0 and "0 FAIL" in deployed.stdout, deployed.stdout
+    # The same host and settings, with the pool recycling after the firewall forgot.
+    wrong = "/root/recycle-above-limit.env"
+    text = (fleet.root("app1") / APP_ENV.lstrip("/")).read_text()
+    text = re.sub(r"(?m)^DB_POOL_RECYCLE=.*\n", "", text)
+    (fleet.root("app1") / wrong.lstrip("/")).write_text(f"{text}DB_POOL_RECYCLE={limit + 5}\n")
+    found = doctor(fleet, "app1", wrong)
+    assert found.returncode == 1, found.stdout + found.stderr
+    fails = [
+        line for line in found.stdout.splitlines() if "FAIL" in line and "DB_POOL_RECYCLE" in line
+    ]
+    assert fails and f"DB_POOL_RECYCLE={limit + 5}" in fails[0], found.stdout
+
+
+def runbook_blocks() -> list[tuple[str, str]]:
+    """deploy/RUNBOOK.md's ```sh on=HOST blocks: (host, script), continuation lines joined."""
+    found = re.findall(r"^```sh on=(\w+)\n(.*?)^```", RUNBOOK.read_text(), re.S | re.M)
+    return [(host, re.sub(r"\\\n\s*", "", block)) for host, block in found]
+
+
+def test_runbook_finds_the_hop(fleet: Fleet, request: pytest.FixtureRequest) -> None:
+    blocks = runbook_blocks()
+    assert {host for host, _ in blocks} == {"app1", "db1"}, blocks
+    for old in RUNBOOK_SUBSTITUTIONS:
+        assert any(old in script for _, script in blocks), f"the runbook no longer says {old!r}"
+    # Traffic, so the firewall holds flows of the app's connections to list.
+    assert requests.get(f"{fleet.url}/", timeout=10).status_code == 200
+    out = ""
+    started = time.monotonic()
+    for host, script in blocks:
+        for old, new in RUNBOOK_SUBSTITUTIONS.items():
+            script = script.replace(old, new)
+        result = fleet.run(host, "bash", "-c", f"set -eu\n{script}", check=False)
+        assert result.returncode == 0, f"on {host}:\n{script}\n{result.stdout}{result.stderr}"
+        out += result.stdout
+    report(
+        request,
+        "incident",
+        f"runbook section 8 on app1 and db1: {time.monotonic() - started:.0f} s",
+    )
+    limit = declared_limit(fleet)
+    assert "killed by: silent_drop" in out, out  # 8.1
+    assert re.search(rf"suggestion: DB_NETWORK_IDLE_TIMEOUT=({limit - 1}|{limit})\b", out), out
+    assert re.search(r"wait_timeout\s+60\b", out), out  # 8.2: the server keeps them longer
+    assert re.search(rf"established : {limit}\b", out) and "ct state invalid" in out, out  # 8.3
+    assert re.search(r"^\d+\s*$", out, re.M), out  # the sysctls
+    assert "dport=3306" in out, out  # conntrack -L: the app's flows
+    assert "counter forgotten" in out, out
+    assert f"DB_NETWORK_IDLE_TIMEOUT={limit}" in out and "0 FAIL" in out, out  # 8.4
+
+
+def test_db1_powered_off_under_load(
+    fleet: Fleet, naive: str, request: pytest.FixtureRequest
+) -> None:
+    # The firewall's part is over; a power cut needs no help to drop packets.
+    conntrack.disarm(fleet, "db1")
+    stop_naive(fleet, "app1")
+    naive_url = start_naive(fleet, "app1")  # a fresh pool, not one the firewall broke
+    settings = Settings.from_env(host_env(fleet, "app1"))
+    bound = dead_host_bound(settings)
+    before = {h: service_pid(fleet, h) for h in ("app1", "app2")}
+    kept = f"written before the power cut {time.time()}"
+    assert requests.post(f"{fleet.url}/notes", json={"text": kept}, timeout=10).status_code == 201
+
+    death = host_death(fleet, "db1", down_seconds=2 * bound, naive_url=naive_url)
+
+    failed = death.failed
+    report(
+        request,
+        "incident",
+        f"db1 powered off under load: {death.summary()}; bound {bound:g} s "
+        f"(DB_NET_TIMEOUT + DB_CONNECT_TIMEOUT + 1); /healthz {summarize(death.healthz)}; "
+        f"naive on app1 during it: {[(s, round(t, 1)) for s, t in death.naive]}",
+    )
+    assert failed, "no request met the outage: the power cut did not happen under load"
+    assert all(a.status == 503 and a.error for a in failed), [(a.status, a.error) for a in failed]
+    assert death.slowest <= bound, sorted(a.seconds for a in death.answers)[-5:]
+    assert death.healthz and set(death.healthz) == {200}, summarize(death.healthz)
+    assert len(death.after) >= 5 and all(a.ok for a in death.after), [a.status for a in death.after]
+    # db1 came back from its own disk: what was committed before the cut is there.
+    count = f"SELECT COUNT(*) FROM notes WHERE text = '{kept}'"
+    assert fleet.run("db1", "mariadb", "-N", "app", "-e", count).stdout.strip() == "1"
+    # Nothing was restarted: the same Gunicorn masters serve.
+    assert {h: service_pid(fleet, h) for h in ("app1", "app2")} == before
+    # The naive app, no socket timeouts: the request outlives the client's patience.
+    assert death.naive and all(s != 200 for s, _ in death.naive), death.naive
+
+
+def service_pid(fleet: Fleet, host: str) -> str:
+    show = ("systemctl", "show", "--property=MainPID", "--value", "idle-proof.service")
+    return fleet.run(host, *show).stdout.strip()
+
+
+def summarize(statuses: list[int | str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[str(s)] = counts.get(str(s), 0) + 1
+    return counts
