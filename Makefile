@@ -44,7 +44,7 @@ unit: venv ## Fast tests only (no servers).
 test: venv ## Everything: lint, unit, fault, deploy and bench-smoke tests, for real.
 	scripts/install-system-deps test
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/python scripts/run-tests $(PYTEST_ARGS)
 
 bench: venv ## The kit vs Flask-SQLAlchemy and the autocommit floor, scaling, faults (BENCH_ARGS=--help).
 	scripts/install-system-deps test

@@ -30,6 +30,19 @@ def second_octet(name: str) -> int:
     return 213 if name == "ipkf" else 214 + sum(map(ord, name)) % 20
 
 
+def free_network(second: int, third: int) -> str:
+    """10.<second>.<third> or the next /24 no interface of this machine holds yet: two
+    fleets of one name in processes whose pids agree modulo 150 must not share a subnet."""
+    used = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    for step in range(150):
+        network = f"10.{second}.{100 + (third - 100 + step) % 150}"
+        if f" {network}." not in used:
+            return network
+    raise RuntimeError(f"no free /24 in 10.{second}.100-249 for a test fleet")
+
+
 @dataclass
 class Fleet:
     prefix: str  # containers are named <prefix>-<host>
@@ -56,7 +69,7 @@ class Fleet:
         fleet = cls(
             prefix=f"{name}{pid}",
             bridge=f"{name}{pid}"[:15],
-            network=f"10.{second_octet(name)}.{100 + pid % 150}",
+            network=free_network(second_octet(name), 100 + pid % 150),
             inventory=workdir / "inventory",
             source_dir=source_dir,
             inventory_vars=inventory_vars or {},

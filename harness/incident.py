@@ -140,14 +140,16 @@ def start_naive(fleet: Fleet, host: str) -> str:
     target.mkdir(parents=True, exist_ok=True)
     for name in ("__init__.py", "variants.py"):
         shutil.copy2(ROOT / "harness" / name, target / name)
-    database_url = host_env(fleet, host)["DATABASE_URL"]
+    env = host_env(fleet, host)
+    # The kit's CA too: the app user may only log in over TLS (REQUIRE SSL).
+    database = {name: env.get(name, "") for name in ("DATABASE_URL", "DB_TLS_CA")}
     fleet.run(
         host,
         "systemd-run",
         f"--unit={NAIVE_UNIT}",
         f"--working-directory={RELEASE}",
         "--setenv=KIT_VARIANT=naive",
-        f"--setenv=DATABASE_URL={database_url}",
+        *(f"--setenv={name}={value}" for name, value in database.items()),
         f"--setenv=PYTHONPATH=/opt/{NAIVE_UNIT}:{RELEASE}",
         f"--setenv=PROMETHEUS_MULTIPROC_DIR=/run/{NAIVE_UNIT}-metrics",
         "--property=RuntimeDirectory=" + f"{NAIVE_UNIT}-metrics",
@@ -156,6 +158,12 @@ def start_naive(fleet: Fleet, host: str) -> str:
         f"{RELEASE}/gunicorn.conf.py",
         "--bind",
         f"127.0.0.1:{NAIVE_PORT}",
+        # One worker: the naive engine's first connection (create_all, in the master under
+        # preload_app) would otherwise serve two workers at once, which a TLS session does
+        # not survive (each process advances the same record counters): a fault of its own,
+        # not the idle one this app is here to show.
+        "--workers",
+        "1",
         "harness.variants:app",
     )
     url = f"http://127.0.0.1:{NAIVE_PORT}"

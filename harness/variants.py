@@ -41,6 +41,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
+from app.connection import tls_args
 from app.errors import error_body
 from app.models import Base, Note
 from app.payload import BadNote, parse_note
@@ -166,15 +167,19 @@ def create_variant_app(kind: str) -> Flask:
     settings = Settings.from_env()
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # Naive about the pool, not about TLS: a database that requires it gets it (DB_TLS_CA).
+    tls = tls_args(settings.tls_ca)
     if kind in ("fsa-preping", "fsa-recycle"):
         FlaskSQLAlchemyDatabase(app, settings, pre_ping=kind == "fsa-preping")
     elif kind == "naive":
-        naive = NaiveDatabase(sqlalchemy.create_engine(settings.database_url))
+        naive = NaiveDatabase(sqlalchemy.create_engine(settings.database_url, connect_args=tls))
         # The classic "create tables at import": under preload this runs in the master.
         Base.metadata.create_all(naive.engine)
         naive.init_app(app)
     elif kind == "bare":
-        PlainDatabase(sqlalchemy.create_engine(settings.database_url)).init_app(app)
+        PlainDatabase(sqlalchemy.create_engine(settings.database_url, connect_args=tls)).init_app(
+            app
+        )
     elif kind in ("floor-orm", "floor"):
         RemovingDatabase(autocommit_engine(settings), expire_on_commit=False).init_app(app)
     else:

@@ -28,7 +28,7 @@ from harness.fleet import Fleet
 from harness.testhost import PlaybookRun, snapshot_release
 from tests.conftest import report
 
-pytestmark = [pytest.mark.slow, pytest.mark.ansible]
+pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
 
 @pytest.fixture(scope="module")

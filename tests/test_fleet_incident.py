@@ -49,7 +49,7 @@ from harness.incident import (
 from harness.testhost import snapshot_release
 from tests.conftest import report
 
-pytestmark = [pytest.mark.slow, pytest.mark.ansible]
+pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
 # The network's idle limit, declared once in the inventory: short, so idling past it is fast.
 NETWORK_IDLE_TIMEOUT = 10
