@@ -1,0 +1,183 @@
+"""Rolling deploys on a real fleet (db1, app1, app2, web1), under GET and POST load
+through web1 from this machine: one app host at a time, drained from nginx, restarted,
+gated on /readyz from web1, put back; a release that cannot get ready stops the run on
+the first host, which goes back on its previous release.
+
+One fleet for the module, booted and converged cold once, removed even when a test fails.
+The tests run in order and each starts from the release the previous one left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import ROOT
+from harness.fleet import Fleet
+from harness.rolling import (
+    APP_HOSTS,
+    BROKEN,
+    current,
+    release_variant,
+    started_at,
+    under_load,
+    upstream,
+)
+from harness.testhost import snapshot_release
+from harness.traffic import Load
+from tests.conftest import report
+
+pytestmark = [pytest.mark.slow, pytest.mark.ansible]
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Fleet]:
+    if os.geteuid() != 0:
+        pytest.fail("the rolling tests boot systemd-nspawn hosts: run them as root")
+    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
+    source = snapshot_release(tmp_path_factory.mktemp("release") / "v1")
+    fleet = Fleet.for_test(tmp_path_factory.mktemp("fleet"), source_dir=source)
+    try:
+        seconds = fleet.up()
+        cold = fleet.playbook()
+        assert cold.returncode == 0, cold.output[-6000:]
+        report(
+            request, "rolling", f"fleet boot {seconds:.0f} s, cold converge {cold.seconds:.0f} s"
+        )
+        yield fleet
+    finally:
+        fleet.down()
+
+
+def serving(fleet: Fleet) -> None:
+    """Both app hosts in nginx's upstream and ready from web1."""
+    assert " down;" not in upstream(fleet), upstream(fleet)
+    assert requests.get(f"{fleet.url}/readyz", timeout=10).status_code == 200
+
+
+def test_rolling_redeploy_of_a_new_release_loses_nothing(
+    fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    assert fleet.source_dir is not None
+    before = {host: current(fleet, host) for host in APP_HOSTS}
+    v2 = release_variant(fleet.source_dir, tmp_path / "v2", note=f"rolling test {os.getpid()}")
+    rolled = under_load(fleet, extra={"app_source_dir": str(v2)})
+    report(request, "rolling", f"rolling redeploy of a new release: {rolled.summary()}")
+    assert rolled.run.returncode == 0, rolled.run.output[-6000:]
+    after = {host: current(fleet, host) for host in APP_HOSTS}
+    assert len(set(after.values())) == 1 and set(after.values()).isdisjoint(before.values())
+    # One host at a time: app1 drained, restarted and back before app2 is drained.
+    out = rolled.run.output
+    drains = [out.index(f"changed: [app{n} -> web1]") for n in (1, 2)]
+    assert drains[0] < out.index("Put this host back into nginx") < drains[1], out[-6000:]
+    assert rolled.answered > 50
+    assert rolled.lost == [], rolled.lost[:10]
+    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    serving(fleet)
+    fleet.source_dir = v2
+    # Nothing changed: nothing drained, nothing restarted.
+    again = fleet.playbook()
+    assert again.returncode == 0 and again.changed == 0, again.changed_tasks()
+
+
+def test_a_socket_unit_change_loses_nothing(
+    fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    units = tmp_path / "systemd"
+    shutil.copytree(ROOT / "systemd", units)
+    socket_unit = units / "idle-proof.socket"
+    socket_unit.write_text(socket_unit.read_text().replace("Backlog=2048", "Backlog=4096"))
+    sockets = {host: started_at(fleet, host, "idle-proof.socket") for host in APP_HOSTS}
+    rolled = under_load(fleet, extra={"app_units_source": str(units)})
+    report(request, "rolling", f"socket unit change: {rolled.summary()}")
+    assert rolled.run.returncode == 0, rolled.run.output[-6000:]
+    for host in APP_HOSTS:  # every socket was restarted
+        assert started_at(fleet, host, "idle-proof.socket") != sockets[host]
+        assert "Backlog=4096" in fleet.run(host, "systemctl", "cat", "idle-proof.socket").stdout
+    assert rolled.answered > 50
+    assert rolled.lost == [], rolled.lost[:10]
+    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    serving(fleet)
+
+
+def test_a_broken_release_stops_on_the_first_host_and_rolls_it_back(
+    fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    assert fleet.source_dir is not None
+    before = {host: current(fleet, host) for host in APP_HOSTS}
+    app2_started = started_at(fleet, "app2")
+    broken = release_variant(fleet.source_dir, tmp_path / "broken", broken=True)
+    rolled = under_load(fleet, extra={"app_source_dir": str(broken)})
+    report(request, "rolling", f"broken release, rolling: {rolled.summary()}")
+    assert rolled.run.returncode != 0, rolled.run.output[-6000:]
+    fatal = [line for line in rolled.run.output.splitlines() if line.startswith("fatal: [app1]")]
+    assert fatal and BROKEN in fatal[-1], rolled.run.output[-6000:]
+    assert "current is back on" in fatal[-1], fatal[-1]
+    assert (
+        "app2"
+        not in "".join(rolled.run.output.split("PLAY [Deploy the app")[1:]).split("PLAY RECAP")[0]
+    ), "app2 was touched"
+    # app1 back on the release it ran, app2 never restarted, both in nginx.
+    assert {host: current(fleet, host) for host in APP_HOSTS} == before
+    assert started_at(fleet, "app2") == app2_started
+    assert rolled.lost == [], rolled.lost[:10]
+    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    serving(fleet)
+
+
+def test_the_same_broken_release_on_every_host_at_once_fails_requests(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """The naive way, beside the rolling one: every host switched and restarted at once,
+    no drain, no gate (what site.yml's handlers did before), then put back by hand."""
+    before = {host: current(fleet, host) for host in APP_HOSTS}
+    naive = "/opt/idle-proof/releases/naive-broken"
+    switch = (
+        f'cp -a "$(readlink -f /opt/idle-proof/current)" {naive} && '
+        f"echo 'raise RuntimeError(\"{BROKEN}\")' >>{naive}/app/wsgi.py && "
+        f"ln -sfnT {naive} /opt/idle-proof/current && systemctl restart idle-proof.service"
+    )
+    started = time.monotonic()
+    with Load(fleet.url, timeout=10) as load:
+        time.sleep(1)
+        threads = [
+            threading.Thread(
+                target=fleet.run, args=(h, "sh", "-c", switch), kwargs={"check": False}
+            )
+            for h in APP_HOSTS
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(5)
+    try:
+        report(
+            request,
+            "rolling",
+            f"broken release, every host at once (naive): {time.monotonic() - started:.0f} s, "
+            f"{load.ok} requests 2xx, {len(load.failures)} failed ({dict(load.statuses)})",
+        )
+        assert load.failures, "the naive deploy lost nothing: the test cannot tell"
+    finally:
+        for host in APP_HOSTS:
+            fleet.run(
+                host,
+                "sh",
+                "-c",
+                f"ln -sfnT {before[host]} /opt/idle-proof/current && rm -rf {naive} && "
+                "systemctl reset-failed idle-proof.service idle-proof.socket; "
+                "systemctl start idle-proof.socket && systemctl restart idle-proof.service",
+            )
+    serving(fleet)
