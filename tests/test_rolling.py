@@ -10,6 +10,7 @@ The tests run in order and each starts from the release the previous one left.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -180,4 +181,52 @@ def test_the_same_broken_release_on_every_host_at_once_fails_requests(
                 "systemctl reset-failed idle-proof.service idle-proof.socket; "
                 "systemctl start idle-proof.socket && systemctl restart idle-proof.service",
             )
+    serving(fleet)
+
+
+RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
+
+
+def runbook_fleet_blocks() -> list[tuple[str, str]]:
+    """The runbook's fleet procedures: (host, commands) for each ```sh host=NAME block."""
+    blocks = re.findall(r"^```sh host=(\S+)\n(.*?)^```", RUNBOOK.read_text(), re.S | re.M)
+    return [(host, str(body)) for host, body in blocks]
+
+
+def test_the_runbook_drains_app1_and_rolls_it_back_under_load(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """Section 8 of deploy/RUNBOOK.md, every command, on this fleet: app1 drained from
+    web1, rolled back to its previous release, checked and put back, under load."""
+    blocks = runbook_fleet_blocks()
+    assert [host for host, _ in blocks] == ["web1", "web1", "app1"], blocks
+    drain, put_back, roll_back = (body for _, body in blocks)
+    example = "10.0.0.21:8000"  # app1 in ansible/inventories/example
+    assert example in drain and example in put_back
+    app1 = f"{fleet.address('app1')}:8000"
+    previous = fleet.run("app1", "readlink", "/opt/idle-proof/previous").stdout.strip()
+    assert previous and previous != current(fleet, "app1")
+    started = time.monotonic()
+    outputs = []
+    with Load(fleet.url, timeout=30) as load:
+        time.sleep(1)
+        for host, body in (("web1", drain), ("app1", roll_back), ("web1", put_back)):
+            script = "set -eu\n" + body.replace(example, app1)
+            done = fleet.run(host, "bash", "-c", script, check=False)
+            assert done.returncode == 0, (host, script, done.stdout, done.stderr)
+            outputs.append(done.stdout)
+        time.sleep(1)
+    took = time.monotonic() - started
+    report(
+        request,
+        "rolling",
+        f"runbook drain + rollback + put back of app1: {took:.0f} s, {load.ok} requests 2xx, "
+        f"{len(load.failures)} lost",
+    )
+    assert f"server {app1} down;" in outputs[0] and outputs[0].rstrip().endswith("\n0")
+    assert '"status":"ready"' in outputs[2].replace(" ", "")
+    assert outputs[2].rstrip().endswith("0")  # no server left down
+    assert current(fleet, "app1") == previous
+    assert load.ok > 20
+    assert load.failures == [], load.failures[:10]
     serving(fleet)
