@@ -22,6 +22,7 @@ import json
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from bench.load import Load, seed_notes, statements_per_request, throughput
 from bench.micro import where_time_goes
 from bench.progress import Progress
 from bench.report import README, markdown, write_readme
+from bench.rolling_timing import time_rolling
 from bench.scaling import WORKER_SETUPS, scaling
 from harness.gunicorn import migrate
 from harness.hot import HOT_SCENARIOS
@@ -78,6 +80,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip timing make deploy on a fresh systemd-nspawn test host (about 2 min)",
     )
+    p.add_argument(
+        "--no-rolling",
+        dest="rolling",
+        action="store_false",
+        help="skip the rolling deploys on a test fleet (about 8 min; --no-deploy skips them too)",
+    )
     p.add_argument("--out", type=Path, default=BENCH / "results")
     p.add_argument("--readme", type=Path, default=README, help="README with bench markers")
     p.add_argument("--no-readme", action="store_true", help="leave the README alone")
@@ -104,6 +112,7 @@ def total_steps(args: argparse.Namespace) -> int:
         + scaling_runs
         + faults
         + (3 if args.deploy else 0)
+        + (3 if args.deploy and args.rolling else 0)
     )
 
 
@@ -148,9 +157,11 @@ def measure_on_mariadb(
     return results
 
 
-def deploy_timing(raw: Path, progress: Progress) -> dict[str, Any]:
+def deploy_timing(
+    raw: Path, progress: Progress, timing: Callable[[Progress, Path], dict[str, Any]] = time_deploy
+) -> dict[str, Any]:
     try:
-        return time_deploy(progress, raw)
+        return timing(progress, raw)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         # The measurements above stand on their own; say why this one is missing.
         failed = {"error": str(exc).splitlines()[0][:300]}
@@ -214,6 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.deploy:
         with progress.phase("deploy"):
             results["deploy"] = deploy_timing(raw, progress)
+            if args.rolling:
+                results["rolling"] = deploy_timing(raw, progress, time_rolling)
     results["phases"] = progress.phases
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     write_outputs(results, args, progress)
