@@ -15,6 +15,9 @@ from harness.testhost import PlaybookRun
 from harness.traffic import Load
 
 APP_HOSTS = ("app1", "app2")
+# Requests per second through web1: under nginx's per-address limit (20 r/s; this machine
+# is one address to web1).
+RATE = 15
 BROKEN = "deliberately broken release (rolling deploy test)"
 
 
@@ -69,13 +72,18 @@ class Rolled:
         )
 
 
-def under_load(fleet: Fleet, *playbook_args: str, extra: dict[str, str] | None = None) -> Rolled:
-    """site.yml with extra vars while GET and POST traffic runs through web1."""
+def under_load(
+    fleet: Fleet, *playbook_args: str, extra: dict[str, str] | None = None, log: Path | None = None
+) -> Rolled:
+    """site.yml with extra vars while GET and POST traffic runs through web1; the
+    playbook's output is also written to log."""
     args = [*playbook_args, *(["-e", json.dumps(extra)] if extra else [])]
-    with Load(fleet.url, timeout=30) as load:
+    with Load(fleet.url, timeout=30, rate=RATE) as load:
         time.sleep(1)
         run = fleet.playbook(*args)
         time.sleep(1)
+    if log is not None:
+        log.write_text(run.output)
     stored = notes_in_db(fleet, load.tag)
     created = Counter(load.created)
     return Rolled(

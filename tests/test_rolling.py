@@ -27,6 +27,7 @@ from harness.fleet import Fleet
 from harness.rolling import (
     APP_HOSTS,
     BROKEN,
+    RATE,
     current,
     release_variant,
     started_at,
@@ -73,7 +74,7 @@ def test_rolling_redeploy_of_a_new_release_loses_nothing(
     assert fleet.source_dir is not None
     before = {host: current(fleet, host) for host in APP_HOSTS}
     v2 = release_variant(fleet.source_dir, tmp_path / "v2", note=f"rolling test {os.getpid()}")
-    rolled = under_load(fleet, extra={"app_source_dir": str(v2)})
+    rolled = under_load(fleet, extra={"app_source_dir": str(v2)}, log=tmp_path / "run.log")
     report(request, "rolling", f"rolling redeploy of a new release: {rolled.summary()}")
     assert rolled.run.returncode == 0, rolled.run.output[-6000:]
     after = {host: current(fleet, host) for host in APP_HOSTS}
@@ -100,7 +101,7 @@ def test_a_socket_unit_change_loses_nothing(
     socket_unit = units / "idle-proof.socket"
     socket_unit.write_text(socket_unit.read_text().replace("Backlog=2048", "Backlog=4096"))
     sockets = {host: started_at(fleet, host, "idle-proof.socket") for host in APP_HOSTS}
-    rolled = under_load(fleet, extra={"app_units_source": str(units)})
+    rolled = under_load(fleet, extra={"app_units_source": str(units)}, log=tmp_path / "run.log")
     report(request, "rolling", f"socket unit change: {rolled.summary()}")
     assert rolled.run.returncode == 0, rolled.run.output[-6000:]
     for host in APP_HOSTS:  # every socket was restarted
@@ -119,7 +120,7 @@ def test_a_broken_release_stops_on_the_first_host_and_rolls_it_back(
     before = {host: current(fleet, host) for host in APP_HOSTS}
     app2_started = started_at(fleet, "app2")
     broken = release_variant(fleet.source_dir, tmp_path / "broken", broken=True)
-    rolled = under_load(fleet, extra={"app_source_dir": str(broken)})
+    rolled = under_load(fleet, extra={"app_source_dir": str(broken)}, log=tmp_path / "run.log")
     report(request, "rolling", f"broken release, rolling: {rolled.summary()}")
     assert rolled.run.returncode != 0, rolled.run.output[-6000:]
     fatal = [line for line in rolled.run.output.splitlines() if line.startswith("fatal: [app1]")]
@@ -150,7 +151,7 @@ def test_the_same_broken_release_on_every_host_at_once_fails_requests(
         f"ln -sfnT {naive} /opt/idle-proof/current && systemctl restart idle-proof.service"
     )
     started = time.monotonic()
-    with Load(fleet.url, timeout=10) as load:
+    with Load(fleet.url, timeout=10, rate=RATE) as load:
         time.sleep(1)
         threads = [
             threading.Thread(
@@ -208,7 +209,7 @@ def test_the_runbook_drains_app1_and_rolls_it_back_under_load(
     assert previous and previous != current(fleet, "app1")
     started = time.monotonic()
     outputs = []
-    with Load(fleet.url, timeout=30) as load:
+    with Load(fleet.url, timeout=30, rate=RATE) as load:
         time.sleep(1)
         for host, body in (("web1", drain), ("app1", roll_back), ("web1", put_back)):
             script = "set -eu\n" + body.replace(example, app1)
@@ -228,5 +229,27 @@ def test_the_runbook_drains_app1_and_rolls_it_back_under_load(
     assert outputs[2].rstrip().endswith("0")  # no server left down
     assert current(fleet, "app1") == previous
     assert load.ok > 20
+    assert load.failures == [], load.failures[:10]
+    serving(fleet)
+
+
+def test_nginx_passes_over_an_app_host_that_refuses_connections(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """Passive health: app2 stopped without draining (its socket closed: connections
+    refused); nginx tries app1 for every request, GET and POST, that never reached app2."""
+    fleet.run("app2", "systemctl", "stop", "idle-proof.socket", "idle-proof.service")
+    try:
+        with Load(fleet.url, timeout=30, rate=RATE) as load:
+            time.sleep(5)
+    finally:
+        fleet.run("app2", "systemctl", "start", "idle-proof.socket", "idle-proof.service")
+    report(
+        request,
+        "rolling",
+        f"app2 refusing connections, not drained: {load.ok} requests 2xx, "
+        f"{len(load.failures)} lost",
+    )
+    assert load.statuses[201] > 10 and load.statuses[200] > 10, load.statuses
     assert load.failures == [], load.failures[:10]
     serving(fleet)
