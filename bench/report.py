@@ -187,8 +187,8 @@ def deploy_line(d: dict[str, Any] | None) -> list[str]:
 def rolling_line(r: dict[str, Any] | None) -> list[str]:
     if r and "error" in r:
         return ["", f"Rolling deploys: not measured, they failed: {r['error']}"]
-    if not r:
-        return ["", "Rolling deploys: not measured in this run (`--no-deploy`, `--no-rolling`)."]
+    if not r:  # --no-deploy or --no-rolling (and reports from before they existed)
+        return []
     new, bad = r["new_release"], r["broken_release"]
     return [
         "",
