@@ -45,11 +45,18 @@ def time_rolling(progress: Progress, raw: Path) -> dict[str, Any]:
             v2 = release_variant(source, work / "v2", note="bench")
             new = under_load(fleet, extra={"app_source_dir": str(v2)})
             (raw / "rolling-new-release.log").write_text(new.run.output)
+            if new.run.returncode != 0:
+                raise RuntimeError(f"the new release failed: see {raw}/rolling-new-release.log")
             progress(f"rolling redeploy of a new release: {new.summary()}")
             fleet.source_dir = v2
             broken = release_variant(v2, work / "broken", broken=True)
             bad = under_load(fleet, extra={"app_source_dir": str(broken)})
             (raw / "rolling-broken-release.log").write_text(bad.run.output)
+            if bad.run.returncode == 0 or "current is back on" not in bad.run.output:
+                raise RuntimeError(
+                    f"the broken release was not stopped and rolled back on app1: "
+                    f"see {raw}/rolling-broken-release.log"
+                )
             progress(f"broken release (stops on app1, rolled back): {bad.summary()}")
         finally:
             fleet.down()

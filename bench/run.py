@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-rolling",
         dest="rolling",
         action="store_false",
-        help="skip the rolling deploys on a test fleet (about 8 min; --no-deploy skips them too)",
+        help="skip the rolling deploys on a test fleet (about 5 min; --no-deploy skips them too)",
     )
     p.add_argument("--out", type=Path, default=BENCH / "results")
     p.add_argument("--readme", type=Path, default=README, help="README with bench markers")
