@@ -60,6 +60,9 @@ def fleet(
         yield fleet
     finally:
         fleet.down()
+    # Nothing left behind: no bridge, no host's link.
+    assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
+    assert not list(Path("/sys/class/net").glob(f"vb-{fleet.prefix[:8]}*"))
 
 
 def serving(fleet: Fleet) -> None:
