@@ -229,8 +229,10 @@ RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
 
 
 def runbook_fleet_blocks() -> list[tuple[str, str]]:
-    """The runbook's fleet procedures: (host, commands) for each ```sh host=NAME block."""
-    blocks = re.findall(r"^```sh host=(\S+)\n(.*?)^```", RUNBOOK.read_text(), re.S | re.M)
+    """Section 8 of the runbook (drain, roll back): (host, commands) for each of its
+    ```sh host=NAME blocks."""
+    section = RUNBOOK.read_text().split("\n## 8. ", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```sh host=(\S+)\n(.*?)^```", section, re.S | re.M)
     return [(host, str(body)) for host, body in blocks]
 
 
