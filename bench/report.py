@@ -203,6 +203,22 @@ def host_death_line(d: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def rolling_line(r: dict[str, Any] | None) -> list[str]:
+    if r and "error" in r:
+        return ["", f"Rolling deploys: not measured, they failed: {r['error']}"]
+    if not r:  # --no-deploy or --no-rolling (and reports from before they existed)
+        return []
+    new, bad = r["new_release"], r["broken_release"]
+    return [
+        "",
+        f"Rolling deploys on a test fleet ({r['app_hosts']} app hosts behind web1, GET and "
+        f"POST load through web1): a new release {new['seconds']:.0f} s, {new['ok']} requests "
+        f"2xx, {new['lost']} lost, {new['duplicated']} duplicated writes, {new['lost_writes']} "
+        f"lost writes; a broken release stopped on the first host and rolled back in "
+        f"{bad['seconds']:.0f} s, {bad['ok']} requests 2xx, {bad['lost']} lost.",
+    ]
+
+
 def run_line(results: dict[str, Any]) -> list[str]:
     m, v = results["machine"], results["versions"]
     phases = ", ".join(f"{name} {s:.0f} s" for name, s in results.get("phases", {}).items())
@@ -228,7 +244,8 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("scaling"):
         lines += scaling_tables(results["scaling"])
     lines += fault_sections(results.get("faults"), results.get("hot_faults"))
-    lines += deploy_line(results.get("deploy")) + host_death_line(results.get("host_death"))
+    lines += deploy_line(results.get("deploy")) + rolling_line(results.get("rolling"))
+    lines += host_death_line(results.get("host_death"))
     lines += run_line(results)
     return "\n".join(lines) + "\n"
 

@@ -44,6 +44,7 @@ from bench.load import Load, seed_notes, statements_per_request, throughput
 from bench.micro import where_time_goes
 from bench.progress import Progress
 from bench.report import README, markdown, write_readme
+from bench.rolling_timing import time_rolling
 from bench.scaling import WORKER_SETUPS, scaling
 from harness.gunicorn import migrate
 from harness.hot import HOT_SCENARIOS
@@ -87,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip powering db1 off under load on a test fleet of 4 hosts (about 6 min)",
     )
+    p.add_argument(
+        "--no-rolling",
+        dest="rolling",
+        action="store_false",
+        help="skip the rolling deploys on a test fleet (about 5 min; --no-deploy skips them too)",
+    )
     p.add_argument("--out", type=Path, default=BENCH / "results")
     p.add_argument("--readme", type=Path, default=README, help="README with bench markers")
     p.add_argument("--no-readme", action="store_true", help="leave the README alone")
@@ -114,6 +121,7 @@ def total_steps(args: argparse.Namespace) -> int:
         + faults
         + (3 if args.deploy else 0)
         + (2 if args.host_death else 0)
+        + (3 if args.deploy and args.rolling else 0)
     )
 
 
@@ -230,6 +238,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.deploy:
         with progress.phase("deploy"):
             results["deploy"] = deploy_timing(raw, progress)
+            if args.rolling:
+                results["rolling"] = fleet_figures(time_rolling, raw, progress)
     if args.host_death:
         with progress.phase("host death"):
             results["host_death"] = fleet_figures(time_host_death, raw, progress)

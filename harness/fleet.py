@@ -81,12 +81,10 @@ class Fleet:
         """The fleet inventory with this fleet's addresses and keys; group_vars shared."""
         hosts: dict[str, Any] = yaml.safe_load((FLEET_INVENTORY / "hosts.yml").read_text())
         hosts["all"]["vars"].update(self.inventory_vars)
-        hosts["all"]["vars"]["ansible_ssh_private_key_file"] = (
-            f"{STATE}/{self.prefix}-{{{{ inventory_hostname }}}}/id_ed25519"
-        )
         for group in hosts["all"]["children"].values():
-            for host in group["hosts"].values():
+            for name, host in group["hosts"].items():
                 host["ansible_host"] = re.sub(r"^\d+\.\d+\.\d+", self.network, host["ansible_host"])
+                host["ansible_ssh_private_key_file"] = f"{STATE}/{self.prefix}-{name}/id_ed25519"
         self.inventory.mkdir(parents=True, exist_ok=True)
         (self.inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
         (self.inventory / "group_vars").symlink_to(FLEET_INVENTORY / "group_vars")

@@ -195,8 +195,10 @@ def test_doctor_on_app1_fails_a_recycle_above_the_limit(fleet: Fleet) -> None:
 
 
 def runbook_blocks() -> list[tuple[str, str]]:
-    """deploy/RUNBOOK.md's ```sh on=HOST blocks: (host, script), continuation lines joined."""
-    found = re.findall(r"^```sh on=(\w+)\n(.*?)^```", RUNBOOK.read_text(), re.S | re.M)
+    """Section 8 of deploy/RUNBOOK.md (find which hop): its ```sh on=HOST blocks as (host,
+    script), continuation lines joined."""
+    section = RUNBOOK.read_text().split("\n## 8. ", 1)[1].split("\n## ", 1)[0]
+    found = re.findall(r"^```sh on=(\w+)\n(.*?)^```", section, re.S | re.M)
     return [(host, re.sub(r"\\\n\s*", "", block)) for host, block in found]
 
 

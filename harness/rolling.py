@@ -1,0 +1,96 @@
+"""Rolling deploys on a test fleet (harness/fleet.py) under load through web1: the
+release variants they deploy and what the load saw (tests/test_rolling.py, bench)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.fleet import Fleet
+from harness.testhost import PlaybookRun
+from harness.traffic import Load
+
+APP_HOSTS = ("app1", "app2")
+# Requests per second through web1: under nginx's per-address limit (20 r/s; this machine
+# is one address to web1).
+RATE = 15
+BROKEN = "deliberately broken release (rolling deploy test)"
+
+
+def release_variant(source: Path, dest: Path, *, note: str = "", broken: bool = False) -> Path:
+    """A copy of a release snapshot: with an extra file (a new release that serves as
+    before), or with code that raises at import (it passes the preflight, never gets ready)."""
+    shutil.copytree(source, dest)
+    if note:
+        (dest / "app" / "RELEASE_NOTE").write_text(note + "\n")
+    if broken:
+        with (dest / "app" / "wsgi.py").open("a") as code:
+            code.write(f"\nraise RuntimeError({BROKEN!r})\n")
+    return dest
+
+
+def current(fleet: Fleet, host: str) -> str:
+    return fleet.run(host, "readlink", "/opt/idle-proof/current").stdout.strip()
+
+
+def started_at(fleet: Fleet, host: str, unit: str = "idle-proof.service") -> str:
+    """When the unit last became active (changes on every restart)."""
+    out = fleet.run(host, "systemctl", "show", "-P", "ActiveEnterTimestampMonotonic", unit)
+    return out.stdout.strip()
+
+
+def upstream(fleet: Fleet) -> str:
+    return fleet.run("web1", "cat", "/etc/nginx/idle-proof/upstream.conf").stdout
+
+
+def notes_in_db(fleet: Fleet, tag: str) -> Counter[str]:
+    """Every note of one load run as stored on db1, with how often each text is there."""
+    query = f"SELECT text FROM notes WHERE text LIKE 'load {tag} %'"
+    out = fleet.run("db1", "mariadb", "-N", "-B", "app", "-e", query).stdout
+    return Counter(line for line in out.splitlines() if line)
+
+
+@dataclass
+class Rolled:
+    """One playbook run under load through web1."""
+
+    run: PlaybookRun
+    answered: int  # 2xx
+    lost: list[str]  # every request not answered 2xx
+    duplicated: int  # notes stored more than once
+    missing: int  # notes answered 201 but not stored
+    stored_unanswered: int  # notes stored whose request was not answered 201
+
+    def summary(self) -> str:
+        return (
+            f"{self.run.seconds:.0f} s, {self.answered} requests 2xx, {len(self.lost)} lost, "
+            f"{self.duplicated} duplicated writes, {self.missing} lost writes"
+        )
+
+
+def under_load(
+    fleet: Fleet, *playbook_args: str, extra: dict[str, str] | None = None, log: Path | None = None
+) -> Rolled:
+    """site.yml with extra vars while GET and POST traffic runs through web1; the
+    playbook's output is also written to log."""
+    args = [*playbook_args, *(["-e", json.dumps(extra)] if extra else [])]
+    with Load(fleet.url, timeout=30, rate=RATE) as load:
+        time.sleep(1)
+        run = fleet.playbook(*args)
+        time.sleep(1)
+    if log is not None:
+        log.write_text(run.output)
+    stored = notes_in_db(fleet, load.tag)
+    created = Counter(load.created)
+    return Rolled(
+        run=run,
+        answered=load.ok,
+        lost=load.failures,
+        duplicated=sum(1 for n in stored.values() if n > 1),
+        missing=sum(1 for text in created if text not in stored),
+        stored_unanswered=sum(1 for text in stored if text not in created),
+    )

@@ -1,0 +1,297 @@
+"""Rolling deploys on a real fleet (db1, app1, app2, web1), under GET and POST load
+through web1 from this machine: one app host at a time, drained from nginx, restarted,
+gated on /readyz from web1, put back; a release that cannot get ready stops the run on
+the first host, which goes back on its previous release.
+
+One fleet for the module, booted and converged cold once, removed even when a test fails.
+The tests run in order and each starts from the release the previous one left.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from harness import ROOT
+from harness.fleet import Fleet
+from harness.rolling import (
+    APP_HOSTS,
+    BROKEN,
+    RATE,
+    current,
+    release_variant,
+    started_at,
+    under_load,
+    upstream,
+)
+from harness.testhost import snapshot_release
+from harness.traffic import Load
+from tests.conftest import report
+
+pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Fleet]:
+    if os.geteuid() != 0:
+        pytest.fail("the rolling tests boot systemd-nspawn hosts: run them as root")
+    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
+    source = snapshot_release(tmp_path_factory.mktemp("release") / "v1")
+    fleet = Fleet.for_test(tmp_path_factory.mktemp("fleet"), source_dir=source)
+    try:
+        seconds = fleet.up()
+        cold = fleet.playbook()
+        assert cold.returncode == 0, cold.output[-6000:]
+        report(
+            request, "rolling", f"fleet boot {seconds:.0f} s, cold converge {cold.seconds:.0f} s"
+        )
+        yield fleet
+    finally:
+        fleet.down()
+    # Nothing left behind: no bridge, no host's link.
+    assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
+    assert not list(Path("/sys/class/net").glob(f"vb-{fleet.prefix[:8]}*"))
+
+
+def serving(fleet: Fleet) -> None:
+    """Both app hosts in nginx's upstream, ready from web1 (within nginx's fail_timeout,
+    10 s, for a host it marked failed)."""
+    assert " down;" not in upstream(fleet), upstream(fleet)
+    for host in APP_HOSTS:
+        active = fleet.run(host, "systemctl", "is-active", "idle-proof.service", check=False)
+        assert active.stdout.strip() == "active", (host, active.stdout)
+    deadline = time.monotonic() + 15
+    while requests.get(f"{fleet.url}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "web1 does not answer /readyz"
+        time.sleep(1)
+
+
+def test_rolling_redeploy_of_a_new_release_loses_nothing(
+    fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    assert fleet.source_dir is not None
+    before = {host: current(fleet, host) for host in APP_HOSTS}
+    v2 = release_variant(fleet.source_dir, tmp_path / "v2", note=f"rolling test {os.getpid()}")
+    rolled = under_load(fleet, extra={"app_source_dir": str(v2)}, log=tmp_path / "run.log")
+    report(request, "rolling", f"rolling redeploy of a new release: {rolled.summary()}")
+    assert rolled.run.returncode == 0, rolled.run.output[-6000:]
+    after = {host: current(fleet, host) for host in APP_HOSTS}
+    assert len(set(after.values())) == 1 and set(after.values()).isdisjoint(before.values())
+    # One host at a time: app1 drained, restarted and back before app2 is drained.
+    out = rolled.run.output
+    drains = [out.index(f"changed: [app{n} -> web1") for n in (1, 2)]
+    assert drains[0] < out.index("Put this host back into nginx") < drains[1], out[-6000:]
+    assert rolled.answered > 50
+    assert rolled.lost == [], rolled.lost[:10]
+    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    serving(fleet)
+    fleet.source_dir = v2
+    # Nothing changed: nothing drained, nothing restarted.
+    again = fleet.playbook()
+    assert again.returncode == 0 and again.changed == 0, again.changed_tasks()
+
+
+def test_a_socket_unit_change_loses_nothing(
+    fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    units = tmp_path / "systemd"
+    shutil.copytree(ROOT / "systemd", units)
+    socket_unit = units / "idle-proof.socket"
+    socket_unit.write_text(socket_unit.read_text().replace("Backlog=2048", "Backlog=4096"))
+    sockets = {host: started_at(fleet, host, "idle-proof.socket") for host in APP_HOSTS}
+    rolled = under_load(fleet, extra={"app_units_source": str(units)}, log=tmp_path / "run.log")
+    report(request, "rolling", f"socket unit change: {rolled.summary()}")
+    assert rolled.run.returncode == 0, rolled.run.output[-6000:]
+    for host in APP_HOSTS:  # every socket was restarted
+        assert started_at(fleet, host, "idle-proof.socket") != sockets[host]
+        assert "Backlog=4096" in fleet.run(host, "systemctl", "cat", "idle-proof.socket").stdout
+    assert rolled.answered > 50
+    assert rolled.lost == [], rolled.lost[:10]
+    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    serving(fleet)
+
+
+def test_socket_restarts_without_a_drain_fail_requests(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """The naive way, beside the rolling one: each host's socket restarted in turn (what
+    site.yml's handlers did for a socket change), no drain. The closed listeners reset
+    queued requests, and nginx counts the failures against the host: with both hosts
+    marked failed it has no server left and answers 502."""
+    restart = "systemctl restart idle-proof.socket && systemctl restart idle-proof.service"
+    started = time.monotonic()
+    try:
+        with Load(fleet.url, timeout=30, rate=RATE) as load:
+            time.sleep(1)
+            for _ in range(2):
+                for host in APP_HOSTS:
+                    fleet.run(host, "sh", "-c", restart, check=False)
+                    time.sleep(4)
+    finally:
+        for host in APP_HOSTS:
+            fleet.run(host, "systemctl", "reset-failed", "idle-proof.socket", "idle-proof.service")
+            fleet.run(host, "systemctl", "start", "idle-proof.socket", "idle-proof.service")
+    report(
+        request,
+        "rolling",
+        f"socket restarts without a drain (naive): {time.monotonic() - started:.0f} s, "
+        f"{load.ok} requests 2xx, {len(load.failures)} failed ({dict(load.statuses)})",
+    )
+    assert load.failures, "the naive socket restarts lost nothing: the test cannot tell"
+    serving(fleet)
+
+
+def test_a_broken_release_stops_on_the_first_host_and_rolls_it_back(
+    fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    assert fleet.source_dir is not None
+    before = {host: current(fleet, host) for host in APP_HOSTS}
+    app2_started = started_at(fleet, "app2")
+    broken = release_variant(fleet.source_dir, tmp_path / "broken", broken=True)
+    rolled = under_load(fleet, extra={"app_source_dir": str(broken)}, log=tmp_path / "run.log")
+    report(request, "rolling", f"broken release, rolling: {rolled.summary()}")
+    assert rolled.run.returncode != 0, rolled.run.output[-6000:]
+    fatal = [line for line in rolled.run.output.splitlines() if line.startswith("fatal: [app1]")]
+    assert fatal and BROKEN in fatal[-1], rolled.run.output[-6000:]
+    assert "current is back on" in fatal[-1], fatal[-1]
+    assert (
+        "app2"
+        not in "".join(rolled.run.output.split("PLAY [Deploy the app")[1:]).split("PLAY RECAP")[0]
+    ), "app2 was touched"
+    # app1 back on the release it ran, app2 never restarted, both in nginx.
+    assert {host: current(fleet, host) for host in APP_HOSTS} == before
+    assert started_at(fleet, "app2") == app2_started
+    assert rolled.lost == [], rolled.lost[:10]
+    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    serving(fleet)
+
+
+def test_the_same_broken_release_on_every_host_at_once_fails_requests(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """The naive way, beside the rolling one: every host switched and restarted at once,
+    no drain, no gate (what site.yml's handlers did before), then put back by hand."""
+    before = {host: current(fleet, host) for host in APP_HOSTS}
+    naive = "/opt/idle-proof/releases/naive-broken"
+    switch = (
+        f'cp -a "$(readlink -f /opt/idle-proof/current)" {naive} && '
+        f"echo 'raise RuntimeError(\"{BROKEN}\")' >>{naive}/app/wsgi.py && "
+        f"ln -sfnT {naive} /opt/idle-proof/current && systemctl restart idle-proof.service"
+    )
+    started = time.monotonic()
+    with Load(fleet.url, timeout=10, rate=RATE) as load:
+        time.sleep(1)
+        threads = [
+            threading.Thread(
+                target=fleet.run, args=(h, "sh", "-c", switch), kwargs={"check": False}
+            )
+            for h in APP_HOSTS
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(5)
+    try:
+        report(
+            request,
+            "rolling",
+            f"broken release, every host at once (naive): {time.monotonic() - started:.0f} s, "
+            f"{load.ok} requests 2xx, {len(load.failures)} failed ({dict(load.statuses)})",
+        )
+        assert load.failures, "the naive deploy lost nothing: the test cannot tell"
+    finally:
+        for host in APP_HOSTS:
+            fleet.run(
+                host,
+                "sh",
+                "-c",
+                f"ln -sfnT {before[host]} /opt/idle-proof/current && rm -rf {naive} && "
+                "systemctl reset-failed idle-proof.service idle-proof.socket; "
+                "systemctl start idle-proof.socket && systemctl restart idle-proof.service",
+            )
+    serving(fleet)
+
+
+RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
+
+
+def runbook_fleet_blocks() -> list[tuple[str, str]]:
+    """Section 9 of the runbook (drain, roll back): (host, commands) for each of its
+    ```sh on=HOST blocks."""
+    section = RUNBOOK.read_text().split("\n## 9. ", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```sh on=(\S+)\n(.*?)^```", section, re.S | re.M)
+    return [(host, str(body)) for host, body in blocks]
+
+
+def test_the_runbook_drains_app1_and_rolls_it_back_under_load(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """Section 9 of deploy/RUNBOOK.md, every command, on this fleet: app1 drained from
+    web1, rolled back to its previous release, checked and put back, under load."""
+    blocks = runbook_fleet_blocks()
+    assert [host for host, _ in blocks] == ["web1", "web1", "app1"], blocks
+    drain, put_back, roll_back = (body for _, body in blocks)
+    example = "10.0.0.21:8000"  # app1 in ansible/inventories/example
+    assert example in drain and example in put_back
+    app1 = f"{fleet.address('app1')}:8000"
+    previous = fleet.run("app1", "readlink", "/opt/idle-proof/previous").stdout.strip()
+    assert previous and previous != current(fleet, "app1")
+    started = time.monotonic()
+    outputs = []
+    with Load(fleet.url, timeout=30, rate=RATE) as load:
+        time.sleep(1)
+        for host, body in (("web1", drain), ("app1", roll_back), ("web1", put_back)):
+            script = "set -eu\n" + body.replace(example, app1)
+            done = fleet.run(host, "bash", "-c", script, check=False)
+            assert done.returncode == 0, (host, script, done.stdout, done.stderr)
+            outputs.append(done.stdout)
+        time.sleep(1)
+    took = time.monotonic() - started
+    report(
+        request,
+        "rolling",
+        f"runbook drain + rollback + put back of app1: {took:.0f} s, {load.ok} requests 2xx, "
+        f"{len(load.failures)} lost",
+    )
+    assert f"server {app1} down;" in outputs[0] and outputs[0].rstrip().endswith("\n0")
+    assert '"status":"ready"' in outputs[2].replace(" ", "")
+    assert outputs[2].rstrip().endswith("0")  # no server left down
+    assert current(fleet, "app1") == previous
+    assert load.ok > 20
+    assert load.failures == [], load.failures[:10]
+    serving(fleet)
+
+
+def test_nginx_passes_over_an_app_host_that_refuses_connections(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """Passive health: app2 stopped without draining (its socket closed: connections
+    refused); nginx tries app1 for every request, GET and POST, that never reached app2."""
+    fleet.run("app2", "systemctl", "stop", "idle-proof.socket", "idle-proof.service")
+    try:
+        with Load(fleet.url, timeout=30, rate=RATE) as load:
+            time.sleep(5)
+    finally:
+        fleet.run("app2", "systemctl", "start", "idle-proof.socket", "idle-proof.service")
+    report(
+        request,
+        "rolling",
+        f"app2 refusing connections, not drained: {load.ok} requests 2xx, "
+        f"{len(load.failures)} lost",
+    )
+    assert load.statuses[201] > 10 and load.statuses[200] > 10, load.statuses
+    assert load.failures == [], load.failures[:10]
+    serving(fleet)
