@@ -34,14 +34,16 @@ table inet {TABLE} {{
     policy = {{ established: {idle_limit} }};
   }}
   counter {COUNTER} {{ }}
-  # Filter priority: at raw priority conntrack has not seen the packet and ct matches nothing.
+  # Just before filter priority: at raw priority conntrack has not seen the packet and ct
+  # matches nothing; at filter priority itself the kit's own firewall (roles/firewall, also
+  # stateful) may drop the same packets first, uncounted.
   chain in {{
-    type filter hook input priority filter; policy accept;
+    type filter hook input priority filter - 10; policy accept;
     iifname "host0" tcp dport {port} ct state invalid counter name "{COUNTER}" drop
     iifname "host0" tcp dport {port} ct state new ct timeout set "network_idle"
   }}
   chain out {{
-    type filter hook output priority filter; policy accept;
+    type filter hook output priority filter - 10; policy accept;
     oifname "host0" tcp sport {port} ct state invalid counter name "{COUNTER}" drop
   }}
 }}
