@@ -132,6 +132,12 @@ class Fleet:
             timeout=120,
         )
 
+    def links(self) -> list[str]:
+        """The host-side ends of the hosts' network links, as attached to this fleet's bridge
+        (systemd-nspawn names them from the machine name plus a hash: no prefix is unique)."""
+        brif = Path(f"/sys/class/net/{self.bridge}/brif")
+        return sorted(p.name for p in brif.iterdir()) if brif.exists() else []
+
     def root(self, host: str) -> Path:
         """The host's root filesystem, as this machine sees it (to hand it files)."""
         return STATE / f"{self.prefix}-{host}" / "root"

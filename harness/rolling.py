@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.fleet import Fleet
 from harness.testhost import PlaybookRun
@@ -73,7 +74,7 @@ class Rolled:
 
 
 def under_load(
-    fleet: Fleet, *playbook_args: str, extra: dict[str, str] | None = None, log: Path | None = None
+    fleet: Fleet, *playbook_args: str, extra: dict[str, Any] | None = None, log: Path | None = None
 ) -> Rolled:
     """site.yml with extra vars while GET and POST traffic runs through web1; the
     playbook's output is also written to log."""

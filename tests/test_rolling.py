@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -59,10 +58,11 @@ def fleet(
         )
         yield fleet
     finally:
+        links = fleet.links()
         fleet.down()
     # Nothing left behind: no bridge, no host's link.
     assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
-    assert not list(Path("/sys/class/net").glob(f"vb-{fleet.prefix[:8]}*"))
+    assert links and not [n for n in links if Path(f"/sys/class/net/{n}").exists()], links
 
 
 def serving(fleet: Fleet) -> None:
@@ -106,17 +106,20 @@ def test_rolling_redeploy_of_a_new_release_loses_nothing(
 def test_a_socket_unit_change_loses_nothing(
     fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    units = tmp_path / "systemd"
-    shutil.copytree(ROOT / "systemd", units)
-    socket_unit = units / "idle-proof.socket"
-    socket_unit.write_text(socket_unit.read_text().replace("Backlog=2048", "Backlog=4096"))
+    # A change to the socket unit through a documented variable (its drop-in): one more
+    # peer allowed, this machine's address on the bridge.
+    controller = f"{fleet.network}.1"
+    allow = ["localhost", fleet.address("web1"), controller]
     sockets = {host: started_at(fleet, host, "idle-proof.socket") for host in APP_HOSTS}
-    rolled = under_load(fleet, extra={"app_units_source": str(units)}, log=tmp_path / "run.log")
+    rolled = under_load(
+        fleet, extra={"app_socket_ip_address_allow": allow}, log=tmp_path / "run.log"
+    )
     report(request, "rolling", f"socket unit change: {rolled.summary()}")
     assert rolled.run.returncode == 0, rolled.run.output[-6000:]
     for host in APP_HOSTS:  # every socket was restarted
         assert started_at(fleet, host, "idle-proof.socket") != sockets[host]
-        assert "Backlog=4096" in fleet.run(host, "systemctl", "cat", "idle-proof.socket").stdout
+        unit = fleet.run(host, "systemctl", "cat", "idle-proof.socket").stdout
+        assert f"IPAddressAllow=localhost {fleet.address('web1')} {controller}" in unit, unit
     assert rolled.answered > 50
     assert rolled.lost == [], rolled.lost[:10]
     assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
