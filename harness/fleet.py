@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from harness import ROOT
-from harness.testhost import ANSIBLE_DIR, STATE, PlaybookRun
+from harness.testhost import ANSIBLE_DIR, STATE, PlaybookRun, run_playbook
 
 FLEET_INVENTORY = ANSIBLE_DIR / "inventories" / "fleet"
 
@@ -160,25 +160,9 @@ class Fleet:
         self, *args: str, timeout: float = 900, inventory: Path | None = None
     ) -> PlaybookRun:
         """site.yml on this fleet (or on its hosts through another inventory)."""
-        env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
         source = {"app_source_dir": str(self.source_dir)} if self.source_dir else {}
-        argv = [
+        return run_playbook(
             str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(inventory or self.inventory),
-            "-e",
-            json.dumps(source),
-            *args,
-            "site.yml",
-        ]
-        started = time.monotonic()
-        proc = subprocess.run(
-            argv,
-            cwd=ANSIBLE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
+            *("-i", str(inventory or self.inventory), "-e", json.dumps(source), *args),
             timeout=timeout,
-            check=False,
         )
-        return PlaybookRun(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
