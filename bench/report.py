@@ -209,13 +209,20 @@ def rolling_line(r: dict[str, Any] | None) -> list[str]:
     if not r:  # --no-deploy or --no-rolling (and reports from before they existed)
         return []
     new, bad = r["new_release"], r["broken_release"]
+    resent = sum(x.get("resent", 0) for x in (new, bad))
     return [
         "",
         f"Rolling deploys on a test fleet ({r['app_hosts']} app hosts behind web1, GET and "
         f"POST load through web1): a new release {new['seconds']:.0f} s, {new['ok']} requests "
         f"2xx, {new['lost']} lost, {new['duplicated']} duplicated writes, {new['lost_writes']} "
         f"lost writes; a broken release stopped on the first host and rolled back in "
-        f"{bad['seconds']:.0f} s, {bad['ok']} requests 2xx, {bad['lost']} lost.",
+        f"{bad['seconds']:.0f} s, {bad['ok']} requests 2xx, {bad['lost']} lost."
+        + (
+            f" {resent} requests were resent, as a browser would, on a keep-alive connection "
+            f"that an nginx reload closed as they were sent."
+            if resent
+            else ""
+        ),
     ]
 
 

@@ -23,6 +23,8 @@ def figures(rolled: Rolled) -> dict[str, Any]:
         "lost": len(rolled.lost),
         "duplicated": rolled.duplicated,
         "lost_writes": rolled.missing,
+        "resent": len(rolled.resent),
+        "resent_apart_from_reloads": len(rolled.resent_apart_from_reloads()),
         "returncode": rolled.run.returncode,
     }
 

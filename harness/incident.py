@@ -1,8 +1,7 @@
 """The incident on a converged fleet (harness/fleet.py): what tests/test_fleet_incident.py
 and the bench's host-death figures share.
 
-* :class:`Recorder` - GET / and POST /notes through web1 from a few threads, every answer
-  kept with its start, duration, status and JSON ``error``;
+* :func:`load` - the traffic (harness/traffic.py) sent through web1 during the incident;
 * :func:`start_naive` - the incident's naive app (harness/variants.py) beside the kit on an
   app host, on its loopback, with the kit's release and database settings;
 * :func:`host_get` - one request made on a fleet host (loopback there), timed;
@@ -23,6 +22,7 @@ import requests
 from app.settings import Settings
 from harness import ROOT
 from harness.fleet import Fleet
+from harness.traffic import Answer, Load
 
 APP_ENV = "/etc/idle-proof/app.env"
 RELEASE = "/opt/idle-proof/current"
@@ -43,78 +43,11 @@ print(json.dumps([status, time.monotonic() - started]))
 """
 
 
-@dataclass
-class Answer:
-    started: float  # time.monotonic() when the request was sent
-    seconds: float
-    status: int | str  # the HTTP status, or the exception's name
-    error: str | None = None  # a non-2xx answer's JSON "error", None when not JSON
-
-    @property
-    def ok(self) -> bool:
-        return isinstance(self.status, int) and self.status < 300
-
-
-class Recorder:
-    """``with Recorder(url) as rec: ...`` sends GET / and POST /notes for the block.
-
-    At most ``rate`` requests a second in all: nginx on web1 limits one client address to
-    20 a second (nginx/idle-proof.conf) and answers 429 beyond its burst."""
-
-    def __init__(self, url: str, threads: int = 2, timeout: float = 30, rate: float = 12) -> None:
-        self.url = url
-        self.timeout = timeout
-        self.interval = threads / rate  # each thread's pace
-        self.answers: list[Answer] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._loop, args=(i,)) for i in range(threads)]
-
-    def _loop(self, worker: int) -> None:
-        session = requests.Session()
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            started = time.monotonic()
-            status: int | str
-            error = None
-            try:
-                if n % 2:
-                    text = {"text": f"incident {worker}.{n}"}
-                    r = session.post(f"{self.url}/notes", json=text, timeout=self.timeout)
-                else:
-                    r = session.get(f"{self.url}/", timeout=self.timeout)
-                status = r.status_code
-                if status >= 300:
-                    error = json_error(r)
-            except requests.RequestException as exc:
-                status = type(exc).__name__
-            answer = Answer(started, time.monotonic() - started, status, error)
-            with self._lock:
-                self.answers.append(answer)
-            self._stop.wait(max(0.0, started + self.interval - time.monotonic()))
-
-    def since(self, moment: float) -> list[Answer]:
-        with self._lock:
-            return [a for a in self.answers if a.started >= moment]
-
-    def __enter__(self) -> Recorder:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-
-def json_error(r: requests.Response) -> str | None:
-    try:
-        body = r.json()
-    except ValueError:
-        return None
-    return str(body.get("error")) if isinstance(body, dict) else None
+def load(url: str, threads: int = 2) -> Load:
+    """GET / and POST /notes at most 12 a second in all: nginx on web1 limits one client
+    address to 20 a second (nginx/idle-proof.conf) and answers 429 beyond its burst. A
+    request that hangs ends at the client's 30 s."""
+    return Load(url, threads=threads, timeout=30, rate=12)
 
 
 def host_get(fleet: Fleet, host: str, url: str, timeout: float) -> tuple[int | str, float]:
@@ -261,7 +194,7 @@ def host_death(
                 healthz.append(type(exc).__name__)
             stop.wait(0.25)
 
-    with Recorder(url, threads=2) as rec:
+    with load(url) as rec:
         time.sleep(3)
         naive_thread = None
         if naive_url is not None:

@@ -48,6 +48,18 @@ def upstream(fleet: Fleet) -> str:
     return fleet.run("web1", "cat", "/etc/nginx/idle-proof/upstream.conf").stdout
 
 
+def nginx_reloads(fleet: Fleet, host: str = "web1") -> list[float]:
+    """When systemd began each reload of nginx on a web host (wall-clock seconds)."""
+    out = fleet.run(host, "journalctl", "-u", "nginx", "-o", "short-unix", "--no-pager").stdout
+    return [float(line.split()[0]) for line in out.splitlines() if " Reloading " in line]
+
+
+def apart_from_reloads(resent: list[float], reloads: list[float]) -> list[float]:
+    """Resends (Load(resend=True)) not explained by a reload of nginx that began up to 5 s
+    before: a connection closed unanswered at any other time is a fault the kit must own."""
+    return [t for t in resent if not any(0 <= t - r <= 5 for r in reloads)]
+
+
 def notes_in_db(fleet: Fleet, tag: str) -> Counter[str]:
     """Every note of one load run as stored on db1, with how often each text is there."""
     query = f"SELECT text FROM notes WHERE text LIKE 'load {tag} %'"
@@ -65,11 +77,17 @@ class Rolled:
     duplicated: int  # notes stored more than once
     missing: int  # notes answered 201 but not stored
     stored_unanswered: int  # notes stored whose request was not answered 201
+    resent: list[float]  # when a keep-alive connection closed unanswered (harness/traffic.py)
+    reloads: list[float]  # when nginx on web1 began a reload
+
+    def resent_apart_from_reloads(self) -> list[float]:
+        return apart_from_reloads(self.resent, self.reloads)
 
     def summary(self) -> str:
         return (
             f"{self.run.seconds:.0f} s, {self.answered} requests 2xx, {len(self.lost)} lost, "
-            f"{self.duplicated} duplicated writes, {self.missing} lost writes"
+            f"{self.duplicated} duplicated writes, {self.missing} lost writes, "
+            f"{len(self.resent)} resent on a keep-alive connection an nginx reload closed"
         )
 
 
@@ -79,7 +97,7 @@ def under_load(
     """site.yml with extra vars while GET and POST traffic runs through web1; the
     playbook's output is also written to log."""
     args = [*playbook_args, *(["-e", json.dumps(extra)] if extra else [])]
-    with Load(fleet.url, timeout=30, rate=RATE) as load:
+    with Load(fleet.url, timeout=30, rate=RATE, resend=True) as load:
         time.sleep(1)
         run = fleet.playbook(*args)
         time.sleep(1)
@@ -94,4 +112,6 @@ def under_load(
         duplicated=sum(1 for n in stored.values() if n > 1),
         missing=sum(1 for text in created if text not in stored),
         stored_unanswered=sum(1 for text in stored if text not in created),
+        resent=load.resent,
+        reloads=nginx_reloads(fleet),
     )

@@ -10,11 +10,8 @@ fails.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -23,10 +20,9 @@ import pytest
 import requests
 import yaml
 
-from harness import ROOT
 from harness.fleet import Fleet
-from harness.testhost import PlaybookRun, snapshot_release
-from tests.conftest import report
+from harness.testhost import PlaybookRun
+from tests.conftest import own_fleet, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
@@ -35,27 +31,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 def fleet(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Fleet]:
-    if os.geteuid() != 0:
-        pytest.fail("the fleet tests boot systemd-nspawn hosts: run them as root (sudo make test)")
-    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
-    source = snapshot_release(tmp_path_factory.mktemp("release"))
-    fleet = Fleet.for_test(tmp_path_factory.mktemp("fleet"), source_dir=source)
-    # The inventory's password lookups read these: every character a URL or a shell cares
-    # about, so a password that breaks a URL or a command line breaks the converge.
-    for name in ("db-password", "db-migrate-password"):
-        path = fleet.inventory / ".secrets" / name
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        path.write_text(f"Kit/{secrets.token_urlsafe(12)}@:%#{secrets.token_hex(4)}\n")
-    try:
+    with own_fleet(tmp_path_factory) as fleet:
+        # The inventory's password lookups read these: every character a URL or a shell
+        # cares about, so a password that breaks a URL or a command line breaks the converge.
+        for name in ("db-password", "db-migrate-password"):
+            path = fleet.inventory / ".secrets" / name
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            path.write_text(f"Kit/{secrets.token_urlsafe(12)}@:%#{secrets.token_hex(4)}\n")
         seconds = fleet.up()
         report(request, "fleet", f"boot of 4 hosts, bridge and proxy: {seconds:.0f} s")
         yield fleet
-    finally:
-        links = fleet.links()
-        fleet.down()
-    # Nothing left behind: no bridge, no host.
-    assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
-    assert links and not [n for n in links if Path(f"/sys/class/net/{n}").exists()], links
 
 
 @pytest.fixture(scope="module")

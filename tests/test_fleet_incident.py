@@ -21,13 +21,10 @@ it powers db1 off.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -38,16 +35,15 @@ from harness.fleet import Fleet
 from harness.incident import (
     APP_ENV,
     RELEASE,
-    Recorder,
     dead_host_bound,
     host_death,
     host_env,
     host_get,
+    load,
     start_naive,
     stop_naive,
 )
-from harness.testhost import snapshot_release
-from tests.conftest import report
+from tests.conftest import own_fleet, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
@@ -63,17 +59,11 @@ RUNBOOK_SUBSTITUTIONS = {"--max-seconds 900": f"--max-seconds {NETWORK_IDLE_TIME
 def fleet(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Fleet]:
-    if os.geteuid() != 0:
-        pytest.fail("the fleet tests boot systemd-nspawn hosts: run them as root (sudo make test)")
-    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
-    source = snapshot_release(tmp_path_factory.mktemp("release"))
-    fleet = Fleet.for_test(
-        tmp_path_factory.mktemp("fleet"),
-        source_dir=source,
+    with own_fleet(
+        tmp_path_factory,
         inventory_vars={"network_idle_timeout": NETWORK_IDLE_TIMEOUT},
         name="ipki",
-    )
-    try:
+    ) as fleet:
         started = time.monotonic()
         fleet.up()
         # The firewall comes before the app's first connection: every flow gets its limit.
@@ -88,9 +78,6 @@ def fleet(
             f"(converge {converge.seconds:.0f} s)",
         )
         yield fleet
-    finally:
-        fleet.down()
-    assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
 
 
 def declared_limit(fleet: Fleet) -> int:
@@ -119,7 +106,7 @@ def test_idle_past_the_network_limit_kit_2xx_naive_hangs(
 ) -> None:
     limit = declared_limit(fleet)
     # Every worker of both app hosts holds pooled connections, as after a day's traffic.
-    with Recorder(fleet.url, threads=4) as warm:
+    with load(fleet.url, threads=4) as warm:
         time.sleep(3)
     assert all(a.ok for a in warm.answers), [a.status for a in warm.answers if not a.ok]
     for _ in range(4):
@@ -128,7 +115,7 @@ def test_idle_past_the_network_limit_kit_2xx_naive_hangs(
 
     time.sleep(limit + 4)  # the quiet night
 
-    with Recorder(fleet.url, threads=2) as kit:
+    with load(fleet.url) as kit:
         time.sleep(4)
     naive_answers = [host_get(fleet, "app1", f"{naive}/", 12) for _ in range(2)]
     dropped = conntrack.dropped(fleet, "db1") - dropped_before

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,15 +25,16 @@ from harness.rolling import (
     APP_HOSTS,
     BROKEN,
     RATE,
+    apart_from_reloads,
     current,
+    nginx_reloads,
     release_variant,
     started_at,
     under_load,
     upstream,
 )
-from harness.testhost import snapshot_release
 from harness.traffic import Load
-from tests.conftest import report
+from tests.conftest import own_fleet, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
@@ -44,12 +43,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 def fleet(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Fleet]:
-    if os.geteuid() != 0:
-        pytest.fail("the rolling tests boot systemd-nspawn hosts: run them as root")
-    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
-    source = snapshot_release(tmp_path_factory.mktemp("release") / "v1")
-    fleet = Fleet.for_test(tmp_path_factory.mktemp("fleet"), source_dir=source)
-    try:
+    with own_fleet(tmp_path_factory) as fleet:
         seconds = fleet.up()
         cold = fleet.playbook()
         assert cold.returncode == 0, cold.output[-6000:]
@@ -57,12 +51,6 @@ def fleet(
             request, "rolling", f"fleet boot {seconds:.0f} s, cold converge {cold.seconds:.0f} s"
         )
         yield fleet
-    finally:
-        links = fleet.links()
-        fleet.down()
-    # Nothing left behind: no bridge, no host's link.
-    assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
-    assert links and not [n for n in links if Path(f"/sys/class/net/{n}").exists()], links
 
 
 def serving(fleet: Fleet) -> None:
@@ -96,6 +84,7 @@ def test_rolling_redeploy_of_a_new_release_loses_nothing(
     assert rolled.answered > 50
     assert rolled.lost == [], rolled.lost[:10]
     assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    assert rolled.resent_apart_from_reloads() == [], (rolled.resent, rolled.reloads)
     serving(fleet)
     fleet.source_dir = v2
     # Nothing changed: nothing drained, nothing restarted.
@@ -123,6 +112,7 @@ def test_a_socket_unit_change_loses_nothing(
     assert rolled.answered > 50
     assert rolled.lost == [], rolled.lost[:10]
     assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    assert rolled.resent_apart_from_reloads() == [], (rolled.resent, rolled.reloads)
     serving(fleet)
 
 
@@ -178,6 +168,7 @@ def test_a_broken_release_stops_on_the_first_host_and_rolls_it_back(
     assert started_at(fleet, "app2") == app2_started
     assert rolled.lost == [], rolled.lost[:10]
     assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    assert rolled.resent_apart_from_reloads() == [], (rolled.resent, rolled.reloads)
     serving(fleet)
 
 
@@ -254,7 +245,7 @@ def test_the_runbook_drains_app1_and_rolls_it_back_under_load(
     assert previous and previous != current(fleet, "app1")
     started = time.monotonic()
     outputs = []
-    with Load(fleet.url, timeout=30, rate=RATE) as load:
+    with Load(fleet.url, timeout=30, rate=RATE, resend=True) as load:
         time.sleep(1)
         for host, body in (("web1", drain), ("app1", roll_back), ("web1", put_back)):
             script = "set -eu\n" + body.replace(example, app1)
@@ -267,8 +258,10 @@ def test_the_runbook_drains_app1_and_rolls_it_back_under_load(
         request,
         "rolling",
         f"runbook drain + rollback + put back of app1: {took:.0f} s, {load.ok} requests 2xx, "
-        f"{len(load.failures)} lost",
+        f"{len(load.failures)} lost, {len(load.resent)} resent on a keep-alive connection "
+        "an nginx reload closed",
     )
+    assert apart_from_reloads(load.resent, nginx_reloads(fleet)) == [], load.resent
     assert f"server {app1} down;" in outputs[0] and outputs[0].rstrip().endswith("\n0")
     assert '"status":"ready"' in outputs[2].replace(" ", "")
     assert outputs[2].rstrip().endswith("0")  # no server left down
