@@ -60,6 +60,12 @@ def serving(fleet: Fleet) -> None:
     for host in APP_HOSTS:
         active = fleet.run(host, "systemctl", "is-active", "idle-proof.service", check=False)
         assert active.stdout.strip() == "active", (host, active.stdout)
+        # `previous` (RUNBOOK section 9) names a release still there, if any.
+        previous = "/opt/idle-proof/previous"
+        dangling = fleet.run(
+            host, "sh", "-c", f"[ ! -L {previous} ] || [ -e {previous} ]", check=False
+        )
+        assert dangling.returncode == 0, f"{host}: {previous} names a removed release"
     deadline = time.monotonic() + 15
     while requests.get(f"{fleet.url}/readyz", timeout=10).status_code != 200:
         assert time.monotonic() < deadline, "web1 does not answer /readyz"
@@ -165,6 +171,37 @@ def test_a_broken_release_stops_on_the_first_host_and_rolls_it_back(
     ), "app2 was touched"
     # app1 back on the release it ran, app2 never restarted, both in nginx.
     assert {host: current(fleet, host) for host in APP_HOSTS} == before
+    assert started_at(fleet, "app2") == app2_started
+    assert rolled.lost == [], rolled.lost[:10]
+    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    assert rolled.resent_apart_from_reloads() == [], (rolled.resent, rolled.reloads)
+    serving(fleet)
+
+
+def app_env(fleet: Fleet, host: str) -> str:
+    """The EnvironmentFile's digest, and every file beside it (a backup left behind shows)."""
+    digest = fleet.run(host, "sha256sum", "/etc/idle-proof/app.env").stdout.split()[0]
+    return digest + " " + " ".join(sorted(fleet.run(host, "ls", "/etc/idle-proof").stdout.split()))
+
+
+def test_a_setting_that_keeps_readyz_from_answering_is_rolled_back_with_app_env(
+    fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The app starts but cannot log in to its database (a wrong password for the app
+    only): /readyz answers 503, the gate fails on app1, and the rollback puts app.env back
+    with the release; app2 never gets the setting."""
+    before = {host: (current(fleet, host), app_env(fleet, host)) for host in APP_HOSTS}
+    app2_started = started_at(fleet, "app2")
+    rolled = under_load(
+        fleet, extra={"app_db_password": "not-the-password"}, log=tmp_path / "run.log"
+    )
+    report(request, "rolling", f"a password that keeps /readyz at 503, rolling: {rolled.summary()}")
+    assert rolled.run.returncode != 0, rolled.run.output[-6000:]
+    fatal = [line for line in rolled.run.output.splitlines() if line.startswith("fatal: [app1]")]
+    assert fatal and "/readyz from web1" in fatal[-1], rolled.run.output[-6000:]
+    assert "database unavailable" in fatal[-1] and "1045" in fatal[-1], fatal[-1]
+    assert "with app.env as it was, which answers /readyz" in fatal[-1], fatal[-1]
+    assert {host: (current(fleet, host), app_env(fleet, host)) for host in APP_HOSTS} == before
     assert started_at(fleet, "app2") == app2_started
     assert rolled.lost == [], rolled.lost[:10]
     assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
