@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -119,12 +119,25 @@ def run_wrk(url: str, mode: str, load: Load) -> WrkRun:
 def measured_run(
     url: str, master: int | None, db: LocalMariaDB, path: str, mode: str, load: Load
 ) -> WrkRun:
-    """One ``wrk`` run, with the CPU time the workers of ``master`` and MariaDB spent."""
-    app0, db0 = cpu_seconds(parent=master), cpu_seconds(pid=db.pid())
-    run = run_wrk(url + path, mode, load)
-    n = max(run.requests, 1)
-    run.app_cpu_us = (cpu_seconds(parent=master) - app0) / n * 1e6
-    run.db_cpu_us = (cpu_seconds(pid=db.pid()) - db0) / n * 1e6
+    """One ``wrk`` run, with the CPU time the workers of ``master`` and MariaDB spent.
+
+    wrk counts only the requests answered within its duration. A machine too busy to
+    answer one in that time gives no rate at all: the run is made again, twice as long,
+    up to 8 times the duration, then the bench stops saying so."""
+    duration = load.duration
+    while True:
+        app0, db0 = cpu_seconds(parent=master), cpu_seconds(pid=db.pid())
+        run = run_wrk(url + path, mode, replace(load, duration=duration))
+        if run.requests > 0:
+            break
+        if duration >= 8 * load.duration:
+            raise RuntimeError(
+                f"{url}{path} answered no request in {duration} s: the machine is too busy "
+                f"to measure; run the bench when it is quieter, or with a longer --duration"
+            )
+        duration *= 2
+    run.app_cpu_us = (cpu_seconds(parent=master) - app0) / run.requests * 1e6
+    run.db_cpu_us = (cpu_seconds(pid=db.pid()) - db0) / run.requests * 1e6
     return run
 
 
@@ -248,7 +261,7 @@ def seed_notes(db: LocalMariaDB, count: int = 200) -> None:
 def medians(rs: list[WrkRun]) -> dict[str, Any]:
     return {
         "rps_median": statistics.median(r.rps for r in rs),
-        "rps_rounds": [round(r.rps, 1) for r in rs],
+        "rps_rounds": [r.rps for r in rs],  # unrounded: the paired ratios divide by them
         "p50_ms": statistics.median(r.p50_ms for r in rs),
         "p99_ms": statistics.median(r.p99_ms for r in rs),
         "requests": sum(r.requests for r in rs),

@@ -7,15 +7,19 @@ once; the fault matrix runs the kit only, every idle scenario and the fast hot o
 from __future__ import annotations
 
 import hashlib
+import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from bench.configs import BENCH, CONFIGS, ENDPOINTS
+from bench.load import Load, measured_run
 from bench.micro import CASES, PROFILED
 from bench.run import main
 from bench.scaling import WORKER_SETUPS
 from harness.hot import NET_TIMEOUT
+from harness.mariadb import LocalMariaDB
 from harness.scenarios import SCENARIOS
 
 pytestmark = [pytest.mark.slow, pytest.mark.bench]
@@ -124,3 +128,18 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "bench/results/chart.png" in text
     assert "not measured" in text
     assert _digest(BENCH / "results") == committed, "the smoke run wrote into bench/results"
+
+
+def test_a_run_nothing_answers_is_made_longer_then_refused(mariadb: LocalMariaDB) -> None:
+    """wrk against a server that takes connections and never answers (seen in CI: a machine
+    so busy that a 1 s run got no answer) gives no rate: the run is made again at 2, 4 and
+    8 s, then the bench stops saying why, instead of dividing by zero."""
+    listener = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody reads
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="answered no request in 8 s: the machine is too"):
+            measured_run(url, None, mariadb, "/", "get", Load(threads=1, connections=1, duration=1))
+        assert time.monotonic() - started >= 1 + 2 + 4 + 8
+    finally:
+        listener.close()
