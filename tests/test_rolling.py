@@ -25,6 +25,7 @@ from harness.rolling import (
     APP_HOSTS,
     BROKEN,
     RATE,
+    Rolled,
     apart_from_reloads,
     current,
     nginx_reloads,
@@ -72,6 +73,14 @@ def serving(fleet: Fleet) -> None:
         time.sleep(1)
 
 
+def nothing_lost(rolled: Rolled) -> None:
+    """Every request answered 2xx, every write stored once, and no resend but right after
+    an nginx reload."""
+    assert rolled.lost == [], rolled.lost[:10]
+    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
+    assert rolled.resent_apart_from_reloads() == [], (rolled.resent, rolled.reloads)
+
+
 def test_rolling_redeploy_of_a_new_release_loses_nothing(
     fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -88,9 +97,7 @@ def test_rolling_redeploy_of_a_new_release_loses_nothing(
     drains = [out.index(f"changed: [app{n} -> web1") for n in (1, 2)]
     assert drains[0] < out.index("Put this host back into nginx") < drains[1], out[-6000:]
     assert rolled.answered > 50
-    assert rolled.lost == [], rolled.lost[:10]
-    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
-    assert rolled.resent_apart_from_reloads() == [], (rolled.resent, rolled.reloads)
+    nothing_lost(rolled)
     serving(fleet)
     fleet.source_dir = v2
     # Nothing changed: nothing drained, nothing restarted.
@@ -116,9 +123,7 @@ def test_a_socket_unit_change_loses_nothing(
         unit = fleet.run(host, "systemctl", "cat", "idle-proof.socket").stdout
         assert f"IPAddressAllow=localhost {fleet.address('web1')} {controller}" in unit, unit
     assert rolled.answered > 50
-    assert rolled.lost == [], rolled.lost[:10]
-    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
-    assert rolled.resent_apart_from_reloads() == [], (rolled.resent, rolled.reloads)
+    nothing_lost(rolled)
     serving(fleet)
 
 
@@ -172,9 +177,7 @@ def test_a_broken_release_stops_on_the_first_host_and_rolls_it_back(
     # app1 back on the release it ran, app2 never restarted, both in nginx.
     assert {host: current(fleet, host) for host in APP_HOSTS} == before
     assert started_at(fleet, "app2") == app2_started
-    assert rolled.lost == [], rolled.lost[:10]
-    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
-    assert rolled.resent_apart_from_reloads() == [], (rolled.resent, rolled.reloads)
+    nothing_lost(rolled)
     serving(fleet)
 
 
@@ -203,9 +206,7 @@ def test_a_setting_that_keeps_readyz_from_answering_is_rolled_back_with_app_env(
     assert "with app.env as it was, which answers /readyz" in fatal[-1], fatal[-1]
     assert {host: (current(fleet, host), app_env(fleet, host)) for host in APP_HOSTS} == before
     assert started_at(fleet, "app2") == app2_started
-    assert rolled.lost == [], rolled.lost[:10]
-    assert (rolled.duplicated, rolled.missing, rolled.stored_unanswered) == (0, 0, 0)
-    assert rolled.resent_apart_from_reloads() == [], (rolled.resent, rolled.reloads)
+    nothing_lost(rolled)
     serving(fleet)
 
 
