@@ -1,16 +1,16 @@
-"""HTTP endpoints. They only ever reach the database through ``get_db(current_app)``."""
+"""HTTP endpoints. They reach the database only through the extension's session
+(``get_db()``); ``/readyz`` is the library's (``IdleProof.readiness_blueprint``)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select, text
+from sqlalchemy import select
 
-from app import metrics
-from app.db import get_db
-from app.errors import error_body
 from app.models import Note
 from app.payload import BadNote, parse_note
+from idleproof import metrics
+from idleproof.flask import error_body, get_db
 
 bp = Blueprint("notes", __name__)
 
@@ -23,14 +23,6 @@ def healthz() -> ResponseReturnValue:
     return jsonify(status="ok")
 
 
-@bp.get("/readyz")
-def readyz() -> ResponseReturnValue:
-    """One round trip, bounded by DB_PING_TIMEOUT; the 503 comes from the error handler."""
-    with get_db(current_app).quick_connection() as conn:
-        conn.execute(text("SELECT 1"))
-    return jsonify(status="ready")
-
-
 @bp.get("/metrics")
 def prometheus_metrics() -> ResponseReturnValue:
     """Pool counters summed over every Gunicorn worker; no database round trip."""
@@ -40,7 +32,7 @@ def prometheus_metrics() -> ResponseReturnValue:
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    session = get_db(current_app).session
+    session = get_db().session
     notes = session.scalars(select(Note).order_by(Note.id.desc()).limit(RECENT_NOTES)).all()
     return jsonify(notes=[note.as_dict() for note in notes])
 
@@ -51,7 +43,7 @@ def create_note() -> ResponseReturnValue:
         note_text = parse_note(request.mimetype, request.mimetype_params, request.get_data())
     except BadNote as exc:
         return error_body("bad_request", str(exc)), 400
-    session = get_db(current_app).session
+    session = get_db().session
     note = Note(text=note_text)
     session.add(note)
     session.commit()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from app import create_app
-from app.settings import SettingsError
+from idleproof.settings import SettingsError
 
 try:
     app = create_app()

@@ -16,12 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from app.settings import Settings
 from bench.progress import Progress
 from harness import ROOT
 from harness.fleet import Fleet
 from harness.incident import dead_host_bound, host_death, host_env
 from harness.testhost import snapshot_release
+from idleproof.settings import Settings
 
 
 def time_host_death(progress: Progress, raw: Path) -> dict[str, Any]:

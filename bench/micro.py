@@ -57,8 +57,8 @@ def build(case: str) -> WSGIApp:
     from sqlalchemy import event
 
     from app import create_app
-    from app.connection import begin_before_writes
-    from app.db import get_db
+    from idleproof.connection import begin_before_writes
+    from idleproof.flask import get_db
 
     if case == "floor-orm":
         from harness.variants import app as floor  # KIT_VARIANT=floor-orm: built at import

@@ -31,7 +31,10 @@ def migrate(database_url: str) -> None:
 
 
 class GunicornServer:
-    """``gunicorn -c gunicorn.conf.py <app>`` from the repo root, as an operator runs it."""
+    """``gunicorn -c gunicorn.conf.py <app>`` from the repo root, as an operator runs it; or
+    another application's Gunicorn (``bin_dir``, ``cwd``), with a config of its own or none
+    (``config=None``: Gunicorn's defaults, the bind, workers and timeouts on its command
+    line)."""
 
     def __init__(
         self,
@@ -39,6 +42,11 @@ class GunicornServer:
         log_path: Path,
         app: str = "app.wsgi:app",
         workers: int = 2,
+        *,
+        bin_dir: Path = VENV_BIN,
+        config: str | None = "gunicorn.conf.py",
+        cwd: Path = ROOT,
+        health: str = "/healthz",
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -50,7 +58,7 @@ class GunicornServer:
             "GUNICORN_ACCESSLOG": "",
             "GUNICORN_LOGLEVEL": "info",
             # Short enough that a hung worker is replaced within one test, and above every
-            # database wait (2 x 2 + 1 + 2 x 2 + 5 + 10 = 24 s: app/rules.py).
+            # database wait (2 x 2 + 1 + 2 x 2 + 5 + 10 = 24 s: idleproof/rules.py).
             "GUNICORN_TIMEOUT": "30",
             "GUNICORN_GRACEFUL_TIMEOUT": "2",
             "DB_READ_TIMEOUT": "10",
@@ -59,13 +67,21 @@ class GunicornServer:
             **env,
         }
         self.app = app
+        self.bin_dir, self.config, self.cwd, self.health = bin_dir, config, cwd, health
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20) -> GunicornServer:
         log = self.log_path.open("ab")
+        e = self.env
+        options = (
+            ["-c", self.config]
+            if self.config
+            else ["-b", e["GUNICORN_BIND"], "-w", e["GUNICORN_WORKERS"], "--timeout",
+                  e["GUNICORN_TIMEOUT"], "--graceful-timeout", e["GUNICORN_GRACEFUL_TIMEOUT"]]
+        )  # fmt: skip
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", self.app],
-            cwd=ROOT,
+            [str(self.bin_dir / "gunicorn"), *options, self.app],
+            cwd=self.cwd,
             env=self.env,
             stdout=log,
             stderr=log,
@@ -76,7 +92,7 @@ class GunicornServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited; see {self.log_path}")
             try:
-                if requests.get(f"{self.url}/healthz", timeout=1).ok:
+                if requests.get(f"{self.url}{self.health}", timeout=1).ok:
                     return self
             except requests.RequestException:
                 pass

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import requests
 
-from app.settings import Settings
 from harness import ROOT
 from harness.fleet import Fleet
 from harness.traffic import Answer, Load
+from idleproof.settings import Settings
 
 APP_ENV = "/etc/idle-proof/app.env"
 RELEASE = "/opt/idle-proof/current"

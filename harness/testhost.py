@@ -18,14 +18,7 @@ LOCAL_INVENTORY = ANSIBLE_DIR / "inventories" / "local"
 STATE = Path(os.environ.get("TESTHOST_STATE", "/var/lib/idle-proof-kit/testhosts"))
 
 
-RELEASE_PATHS = (
-    "app",
-    "deploy/kit",
-    "migrations",
-    "alembic.ini",
-    "gunicorn.conf.py",
-    "requirements.lock",
-)
+RELEASE_PATHS = ("app", "migrations", "alembic.ini", "requirements.lock")
 
 
 def snapshot_release(dest: Path) -> Path:

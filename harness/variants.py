@@ -24,7 +24,9 @@ kit's do, so ``POST /notes`` answers from the ``INSERT ... RETURNING`` without a
 Flask-SQLAlchemy's own default (``True``) would add a ``SELECT`` (and with pre-ping a
 ``PING``) after every commit.
 
-Served by the kit's ``gunicorn.conf.py`` unchanged (same workers, timeouts, preload):
+Served by the kit's ``gunicorn.conf.py`` unchanged (same workers, timeouts, preload; its
+``post_fork`` disposes only the kit's engines, so each variant that disposes after a fork
+registers that itself):
 ``KIT_VARIANT=naive gunicorn -c gunicorn.conf.py harness.variants:app``.
 """
 
@@ -41,12 +43,12 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
-from app.connection import tls_args
-from app.errors import error_body
 from app.models import Base, Note
 from app.payload import BadNote, parse_note
-from app.settings import Settings
 from app.views import RECENT_NOTES, bp
+from idleproof.connection import tls_args
+from idleproof.flask import EXTENSION, error_body
+from idleproof.settings import Settings
 
 VARIANTS = ("naive", "bare", "fsa-preping", "fsa-recycle", "floor-orm", "floor")
 
@@ -61,7 +63,10 @@ class PlainDatabase:
         )
 
     def init_app(self, app: Flask) -> None:
-        app.extensions["db"] = self
+        app.extensions[EXTENSION] = self
+        # What a textbook post_fork hook does; the kit's hook disposes only the engines it
+        # protects, and these are not.
+        os.register_at_fork(after_in_child=self.dispose_after_fork)
 
     def dispose_after_fork(self) -> None:
         self.engine.dispose(close=False)
@@ -107,7 +112,8 @@ class FlaskSQLAlchemyDatabase:
         self.fsa.init_app(app)
         self.app = app
         self.session = self.fsa.session
-        app.extensions["db"] = self
+        app.extensions[EXTENSION] = self
+        os.register_at_fork(after_in_child=self.dispose_after_fork)
 
     @property
     def engine(self) -> sqlalchemy.Engine:
@@ -147,7 +153,7 @@ def _note_dict(row: Any) -> dict[str, object]:
 
 def floor_index() -> ResponseReturnValue:
     query = select(*_columns).order_by(_notes.c.id.desc()).limit(RECENT_NOTES)
-    with current_app.extensions["db"].engine.connect() as conn:
+    with current_app.extensions[EXTENSION].engine.connect() as conn:
         rows = conn.execute(query).all()
     return jsonify(notes=[_note_dict(row) for row in rows])
 
@@ -158,7 +164,7 @@ def floor_create_note() -> ResponseReturnValue:
     except BadNote as exc:
         return error_body("bad_request", str(exc)), 400
     statement = insert(_notes).values(text=note_text).returning(*_columns)
-    with current_app.extensions["db"].engine.connect() as conn:
+    with current_app.extensions[EXTENSION].engine.connect() as conn:
         row = conn.execute(statement).one()
     return jsonify(_note_dict(row)), 201
 

@@ -14,9 +14,9 @@ from logging.config import fileConfig
 import sqlalchemy
 from alembic import context
 
-from app.connection import tls_args
 from app.models import Base
-from app.settings import Settings, SettingsError
+from idleproof.connection import tls_args
+from idleproof.settings import Settings, SettingsError
 
 if context.config.config_file_name is not None:
     fileConfig(context.config.config_file_name)

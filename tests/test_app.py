@@ -10,11 +10,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from app import create_app
-from app.db import get_db
 from app.models import NOTE_MAX_LENGTH
-from app.settings import Settings
 from harness import free_port
 from harness.mariadb import LocalMariaDB
+from idleproof.flask import get_db
+from idleproof.settings import Settings
 from tests.conftest import WAIT_TIMEOUT
 
 pytestmark = pytest.mark.slow

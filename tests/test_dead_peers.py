@@ -17,13 +17,13 @@ import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from app.connection import CommitOutcomeUnknown
-from app.db import Database
-from app.guard import CAUSE_GENERATION, CAUSE_NETWORK, Observer
-from app.settings import Settings
 from harness.faults import vanish
 from harness.gunicorn import migrate
 from harness.mariadb import LocalMariaDB, start_mariadb
+from idleproof.connection import CommitOutcomeUnknown
+from idleproof.guard import CAUSE_GENERATION, CAUSE_NETWORK, Observer
+from idleproof.settings import Settings
+from tests.helpers import Protected, protected
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ class Recorder(Observer):
         self.zombies += 1
 
 
-def make_db(url: str, **env: str) -> tuple[Database, Recorder]:
+def make_db(url: str, **env: str) -> tuple[Protected, Recorder]:
     recorder = Recorder()
     settings = Settings.from_env(
         {
@@ -58,7 +58,7 @@ def make_db(url: str, **env: str) -> tuple[Database, Recorder]:
             **env,
         }
     )
-    return Database(settings, recorder), recorder
+    return protected(settings, recorder), recorder
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +74,18 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMariaDB]:
 
 
 @pytest.fixture
-def db(mariadb: LocalMariaDB) -> Iterator[tuple[Database, Recorder]]:
+def db(mariadb: LocalMariaDB) -> Iterator[tuple[Protected, Recorder]]:
     database, recorder = make_db(mariadb.url, DB_READ_TIMEOUT="15")
     yield database, recorder
     database.engine.dispose()
 
 
-def thread_id(database: Database) -> int:
+def thread_id(database: Protected) -> int:
     with database.engine.connect() as conn:
         return int(conn.execute(text("SELECT CONNECTION_ID()")).scalar_one())
 
 
-def test_every_pooled_socket_watches_for_a_dead_peer(db: tuple[Database, Recorder]) -> None:
+def test_every_pooled_socket_watches_for_a_dead_peer(db: tuple[Protected, Recorder]) -> None:
     database, _ = db
     with database.engine.connect() as conn:
         sock = conn.connection.dbapi_connection._sock  # type: ignore[union-attr]
@@ -96,7 +96,7 @@ def test_every_pooled_socket_watches_for_a_dead_peer(db: tuple[Database, Recorde
         assert idle + probes * sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) <= 2
 
 
-def test_a_long_query_on_a_live_server_is_never_cut(db: tuple[Database, Recorder]) -> None:
+def test_a_long_query_on_a_live_server_is_never_cut(db: tuple[Protected, Recorder]) -> None:
     database, recorder = db
     started = time.monotonic()
     with database.engine.connect() as conn:
@@ -106,7 +106,7 @@ def test_a_long_query_on_a_live_server_is_never_cut(db: tuple[Database, Recorder
 
 
 def test_an_idle_connection_to_a_vanished_peer_is_replaced_without_a_ping(
-    db: tuple[Database, Recorder], mariadb: LocalMariaDB
+    db: tuple[Protected, Recorder], mariadb: LocalMariaDB
 ) -> None:
     database, recorder = db
     first = thread_id(database)
@@ -123,7 +123,7 @@ def test_an_idle_connection_to_a_vanished_peer_is_replaced_without_a_ping(
 
 
 def test_one_death_replaces_the_rest_of_its_generation(
-    db: tuple[Database, Recorder], mariadb: LocalMariaDB
+    db: tuple[Protected, Recorder], mariadb: LocalMariaDB
 ) -> None:
     database, recorder = db
     with database.engine.connect() as a, database.engine.connect() as b:  # two pooled
@@ -142,7 +142,7 @@ def test_one_death_replaces_the_rest_of_its_generation(
     assert recorder.replaced_causes == [CAUSE_GENERATION]
 
 
-def lock_row(database: Database, row: int) -> sqlalchemy.Connection:
+def lock_row(database: Protected, row: int) -> sqlalchemy.Connection:
     """A connection holding a transaction with the row's lock, left open."""
     conn = database.engine.connect()
     conn.execute(text("UPDATE notes SET text = 'locked' WHERE id = :id"), {"id": row})
@@ -150,7 +150,7 @@ def lock_row(database: Database, row: int) -> sqlalchemy.Connection:
 
 
 def test_a_lost_connections_row_lock_is_released(
-    db: tuple[Database, Recorder], mariadb: LocalMariaDB
+    db: tuple[Protected, Recorder], mariadb: LocalMariaDB
 ) -> None:
     database, recorder = db
     mariadb.execute(f"INSERT INTO `{mariadb.database}`.notes (id, text) VALUES (900001, 'row')")

@@ -1,4 +1,4 @@
-"""``kit doctor`` against the real MariaDB (wait_timeout=2) and real config files."""
+"""``idleproof doctor`` against the real MariaDB (wait_timeout=2) and real config files."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ REPO_FILES = [
 
 def kit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(VENV_BIN / "kit"), *args],
+        [str(VENV_BIN / "idleproof"), *args],
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", **(env or {})},
         capture_output=True,
@@ -88,7 +88,7 @@ def test_fails_when_gunicorn_preloads_without_a_post_fork_dispose(
     assert result.returncode == 1, result.stdout + result.stderr
     line = next(x for x in result.stdout.splitlines() if "preload_app + post_fork" in x)
     assert line.startswith("FAIL") and "post_fork" in line
-    assert "fix: " in result.stdout and "dispose_after_fork" in result.stdout
+    assert "fix: " in result.stdout and "idleproof.gunicorn_conf" in result.stdout
 
 
 def test_fails_when_the_database_is_unreachable(tmp_path: Path) -> None:

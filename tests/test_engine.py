@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from app.db import Database
-from app.guard import CAUSE_CLOSED, CAUSE_PING, Observer
-from app.settings import Settings
 from harness.faults import StallProxy
 from harness.mariadb import LocalMariaDB
+from idleproof.flask import get_db
+from idleproof.guard import CAUSE_CLOSED, CAUSE_PING, Observer
+from idleproof.settings import Settings
+from tests.helpers import Protected, protected
 
 pytestmark = pytest.mark.slow
 
@@ -25,25 +26,25 @@ class Replaced(Observer, list[str]):
         self.append(cause)
 
 
-def make_db(url: str, **env: str) -> tuple[Database, list[str]]:
+def make_db(url: str, **env: str) -> tuple[Protected, list[str]]:
     replaced = Replaced()
     settings = Settings.from_env({"DATABASE_URL": url, "DB_IDLE_TIMEOUT": "60", **env})
-    return Database(settings, replaced), replaced
+    return protected(settings, replaced), replaced
 
 
 @pytest.fixture
-def db(mariadb: LocalMariaDB) -> Iterator[tuple[Database, list[str]]]:
+def db(mariadb: LocalMariaDB) -> Iterator[tuple[Protected, list[str]]]:
     database, replaced = make_db(mariadb.url)
     yield database, replaced
     database.engine.dispose()
 
 
-def thread_id(database: Database) -> int:
+def thread_id(database: Protected) -> int:
     with database.engine.connect() as conn:
         return int(conn.execute(text("SELECT CONNECTION_ID()")).scalar_one())
 
 
-def test_busy_connections_are_never_pinged(db: tuple[Database, list[str]]) -> None:
+def test_busy_connections_are_never_pinged(db: tuple[Protected, list[str]]) -> None:
     database, replaced = db
     first = thread_id(database)
     for _ in range(200):
@@ -52,7 +53,7 @@ def test_busy_connections_are_never_pinged(db: tuple[Database, list[str]]) -> No
 
 
 def test_a_connection_idle_past_ping_after_idle_is_pinged_once(
-    db: tuple[Database, list[str]],
+    db: tuple[Protected, list[str]],
 ) -> None:
     database, replaced = db
     first = thread_id(database)
@@ -62,7 +63,7 @@ def test_a_connection_idle_past_ping_after_idle_is_pinged_once(
 
 
 def test_a_killed_connection_is_seen_without_a_round_trip(
-    db: tuple[Database, list[str]], mariadb: LocalMariaDB
+    db: tuple[Protected, list[str]], mariadb: LocalMariaDB
 ) -> None:
     database, replaced = db
     first = thread_id(database)
@@ -99,7 +100,7 @@ def test_a_stalled_peer_costs_one_ping_timeout(
 
 
 def test_a_connection_inherited_across_fork_is_left_to_the_parent(
-    db: tuple[Database, list[str]],
+    db: tuple[Protected, list[str]],
 ) -> None:
     """Even without the post_fork dispose, a child never uses the parent's socket."""
     database, _ = db
@@ -119,7 +120,7 @@ def test_a_connection_inherited_across_fork_is_left_to_the_parent(
 
 
 def test_dispose_after_fork_leaves_the_parent_connections_open(
-    db: tuple[Database, list[str]],
+    db: tuple[Protected, list[str]],
 ) -> None:
     database, _ = db
     parent_thread = thread_id(database)
@@ -149,7 +150,7 @@ def test_a_read_is_one_round_trip(mariadb: LocalMariaDB) -> None:
         assert client.get("/").status_code == 200
     sent = {name: global_status(mariadb, name) - before[name] for name in names}
     assert sent == {"Com_select": 20, "Com_begin": 0, "Com_commit": 0, "Com_rollback": 0}
-    app.extensions["db"].engine.dispose()
+    get_db(app).engine.dispose()  # type: ignore[union-attr]
 
 
 def test_a_write_is_one_transaction(mariadb: LocalMariaDB) -> None:
@@ -165,7 +166,7 @@ def test_a_write_is_one_transaction(mariadb: LocalMariaDB) -> None:
         assert client.post("/notes", json={"text": f"tx {i}"}).status_code == 201
     sent = {name: global_status(mariadb, name) - before[name] for name in names}
     assert sent == {"Com_begin": 10, "Com_insert": 10, "Com_commit": 10, "Com_rollback": 0}
-    app.extensions["db"].engine.dispose()
+    get_db(app).engine.dispose()  # type: ignore[union-attr]
 
 
 def test_a_transaction_left_open_is_still_rolled_back_on_return(mariadb: LocalMariaDB) -> None:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.settings import SETTINGS, Settings, SettingsError
-from kit.environment import read_env_file
-from kit.errors import UsageError
-from kit.facts import read_proxy_read_timeout, read_unit, seconds
+from idleproof.ops.environment import read_env_file
+from idleproof.ops.errors import UsageError
+from idleproof.ops.facts import read_proxy_read_timeout, read_unit, seconds
+from idleproof.settings import SETTINGS, Settings, SettingsError
 
 EXAMPLES = settings(max_examples=300, deadline=None)
 # Text that looks like configuration, and bytes that may not even be text.

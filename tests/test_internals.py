@@ -17,8 +17,8 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import PoolResetState
 
-from app.connection import KitConnection
 from harness.mariadb import LocalMariaDB
+from idleproof.connection import KitConnection
 
 PYMYSQL = f"PyMySQL {pymysql.__version__}"
 SQLALCHEMY = f"SQLAlchemy {sqlalchemy.__version__}"

@@ -12,9 +12,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from app.db import CAUSES
 from harness.mariadb import LocalMariaDB
 from harness.scenarios import hit
+from idleproof.guard import CAUSES
 from tests.conftest import AppFactory
 
 pytestmark = pytest.mark.slow

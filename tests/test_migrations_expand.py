@@ -62,11 +62,10 @@ def test_the_old_release_serves_on_the_expanded_schema(
         f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{mariadb.user}'@'127.0.0.1'",
     )
     url = mariadb.url.rsplit("/", 1)[0] + f"/{name}"
-    # The repository's migrations plus the next release's expand migration.
+    # The repository's release (app, migrations) plus the next release's expand migration.
     shutil.copy(ROOT / "alembic.ini", tmp_path / "alembic.ini")
-    shutil.copytree(
-        ROOT / "migrations", tmp_path / "migrations", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for part in ("app", "migrations"):
+        shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "migrations" / "versions" / "0002_add_note_author.py").write_text(worked_example())
     try:
         alembic(tmp_path, url, "upgrade", "0001")

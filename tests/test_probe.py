@@ -1,4 +1,4 @@
-"""``kit probe-idle`` measures a real server's wait_timeout and a real silent drop."""
+"""``idleproof probe-idle`` measures a real server's wait_timeout and a real silent drop."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def mariadb3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMariaDB]
 
 def probe(url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [str(VENV_BIN / "kit"), "probe-idle", "--json", *args],
+        [str(VENV_BIN / "idleproof"), "probe-idle", "--json", *args],
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", "DATABASE_URL": url, "DB_IDLE_TIMEOUT": str(WAIT_TIMEOUT)},
         stdout=subprocess.PIPE,

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.proxy import ProxyHeaders
 from harness.gunicorn import GunicornServer
 from harness.mariadb import LocalMariaDB
 from harness.nginx import NginxServer, free_port, send_raw
+from idleproof.proxy import ProxyHeaders
 from tests.conftest import WAIT_TIMEOUT, AppFactory
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The kit's rules and ``kit doctor``'s judgements, table-driven, no server needed.
+"""The kit's rules and ``idleproof doctor``'s judgements, table-driven, no server needed.
 
 The same rules run against a real MariaDB and real config files in test_doctor.py; here each
 row is one situation and the verdict it must get.
@@ -6,19 +6,18 @@ row is one situation and the verdict it must get.
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ansible_collections.idleproof.kit.plugins.plugin_utils import inventory
 
-from app import rules
-from app.rules import Pools, Value
-from app.settings import Settings
-from kit import checks, inventory
-from kit.checks import FAIL, PASS, WARN
-from kit.facts import GunicornFacts, ServerFacts, seconds
+from idleproof import rules
+from idleproof.ops import checks
+from idleproof.ops.checks import FAIL, PASS, WARN
+from idleproof.ops.facts import AppFacts, GunicornFacts, ServerFacts, seconds
+from idleproof.rules import Pools, Value
+from idleproof.settings import Settings
 
 URL = "mysql+pymysql://app:secret@127.0.0.1:3306/app"
 
@@ -100,7 +99,7 @@ def test_default_recycle_stays_below_idle(idle: float) -> None:
     assert 0 < rules.default_recycle(idle) < idle
 
 
-# --- kit doctor's judgements --------------------------------------------------------------
+# --- idleproof doctor's judgements --------------------------------------------------------------
 
 
 def server(
@@ -154,7 +153,7 @@ def gunicorn(
     timeout: int = 60,
     graceful: int = 30,
 ) -> GunicornFacts:
-    return GunicornFacts(2, preload, timeout, graceful, post_fork, post_fork_verdict=verdict)
+    return GunicornFacts(2, preload, timeout, graceful, post_fork, app=AppFacts(post_fork=verdict))
 
 
 def hook(server: Any, worker: Any) -> None:
@@ -177,6 +176,8 @@ def hook(server: Any, worker: Any) -> None:
             FAIL,
         ),
         (gunicorn(post_fork=hook, verdict="disposed"), "preload_app + post_fork", PASS),
+        # An app that makes its engines in the worker (MLflow): nothing to share.
+        (gunicorn(post_fork=hook, verdict=AppFacts.NO_ENGINE), "preload_app + post_fork", PASS),
         (gunicorn(post_fork=hook, verdict=""), "preload_app + post_fork", WARN),  # not run
         (gunicorn(timeout=45), "Gunicorn timeout vs database waits", PASS),
         (gunicorn(timeout=44), "Gunicorn timeout vs database waits", FAIL),
@@ -184,8 +185,38 @@ def hook(server: Any, worker: Any) -> None:
     ],
 )
 def test_gunicorn_checks(facts: GunicornFacts, name: str, status: str) -> None:
-    found = checks.gunicorn_checks(settings(), facts, Path("gunicorn.conf.py"))
+    found = checks.gunicorn_checks(settings(), facts, "gunicorn.conf.py")
     assert row(found, name).status == status, row(found, name)
+
+
+def test_an_engine_without_the_protection_fails_naming_the_plugin() -> None:
+    app = AppFacts(post_fork="disposed", engines=2, unprotected=["mysql+pymysql://u:***@db/x"])
+    facts = GunicornFacts(2, True, 60, 30, hook, app=app)
+    found = row(checks.gunicorn_checks(settings(), facts, "python:idleproof.gunicorn_conf"),
+                "engine protection")  # fmt: skip
+    assert found.status == FAIL and "mysql+pymysql://u:***@db/x" in found.detail, found
+    assert "?plugin=idleproof" in found.fix
+
+
+@pytest.mark.parametrize(
+    ("env", "status"),
+    [
+        ({"MLFLOW_URI": "mysql+pymysql://u:p@h/db?plugin=idleproof"}, PASS),
+        ({"MLFLOW_URI": "mysql+pymysql://u:p@h/db?charset=utf8mb4&plugin=idleproof"}, PASS),
+        ({"MLFLOW_URI": "mysql+pymysql://u:p@h/db"}, FAIL),
+        ({"MLFLOW_URI": "mysql+pymysql://u:p@h/db", "IDLEPROOF_PLUGIN": "1"}, PASS),
+        ({"SQLALCHEMY_DATABASE_URI": "mysql+mysqldb://u:p@h/db?plugin=idleproof"}, FAIL),
+        ({"DATABASE_URL": "mysql+pymysql://u:p@h/db"}, None),  # the kit's own: no row
+        ({"CACHE_URL": "redis://h/0"}, None),
+    ],
+)
+def test_the_apps_own_database_urls_must_name_the_plugin(
+    env: dict[str, str], status: str | None
+) -> None:
+    found = checks.url_checks(env)
+    assert [c.status for c in found] == ([status] if status else []), found
+    assert all(c.fix for c in found if c.status == FAIL)
+    assert all(":p@" not in c.detail for c in found), "a password in a doctor row"
 
 
 @pytest.mark.parametrize(
@@ -220,7 +251,7 @@ def test_durations(text: str, expected: float | None) -> None:
     assert seconds(text) == expected
 
 
-# --- kit check-inventory --------------------------------------------------------------------
+# --- the preflight's rules ----------------------------------------------------------------------
 
 APP = {
     "app_db_idle_timeout": 350,
@@ -243,9 +274,8 @@ def check_inventory(**changes: dict[str, Any]) -> tuple[int, list[str]]:
         "db": {"db1": {**DB, **changes.get("db", {})}},
         "web": {"web1": {**WEB, **changes.get("web", {})}},
     }
-    out = io.StringIO()
-    code = inventory.run(io.StringIO(json.dumps(fleet)), out)
-    return code, out.getvalue().splitlines()
+    lines = inventory.report(fleet)
+    return (1 if lines else 0), lines
 
 
 @pytest.mark.parametrize(

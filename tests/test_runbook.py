@@ -156,8 +156,8 @@ def test_every_runbook_command_runs(
     )
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
-    assert "0 FAIL" in out  # kit doctor, before and after the fix
-    assert "killed by: server_close" in out  # kit probe-idle
+    assert "0 FAIL" in out  # idleproof doctor, before and after the fix
+    assert "killed by: server_close" in out  # idleproof probe-idle
     assert re.search(r"wait_timeout\s+2\b", out)  # SHOW GLOBAL VARIABLES
     assert "Aborted_clients" in out and "Threads_connected" in out
     assert "idleproof_db_connections_replaced_total" in out  # /metrics

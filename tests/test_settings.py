@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import Settings, SettingsError, default_recycle
+from idleproof.settings import Settings, SettingsError, default_recycle
 
 URL = "mysql+pymysql://app:secret@127.0.0.1:3306/app"
 

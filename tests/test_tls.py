@@ -1,7 +1,7 @@
-"""TLS to the database: verified, never silently plaintext, and reported by kit doctor.
+"""TLS to the database: verified, never silently plaintext, and reported by idleproof doctor.
 
 A real MariaDB serving TLS with a throwaway CA (harness/tls.py), the app's engine and
-``kit doctor`` against it; a server without TLS and a certificate for another name are
+``idleproof doctor`` against it; a server without TLS and a certificate for another name are
 refused; a user that REQUIRES SSL cannot log in in plaintext.
 """
 
@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from app.db import Database
-from app.settings import Settings
 from harness import ROOT, VENV_BIN
 from harness.gunicorn import migrate
 from harness.mariadb import LocalMariaDB, start_mariadb
 from harness.tls import Certificates, make_certificates
+from idleproof.settings import Settings
+from tests.helpers import Protected, protected
 
 pytestmark = pytest.mark.slow
 
@@ -44,11 +44,11 @@ def tls_server(
         db.stop()
 
 
-def database(url: str, ca: Path | str) -> Database:
-    return Database(Settings.from_env({"DATABASE_URL": url, "DB_TLS_CA": str(ca)}))
+def database(url: str, ca: Path | str) -> Protected:
+    return protected(Settings.from_env({"DATABASE_URL": url, "DB_TLS_CA": str(ca)}))
 
 
-def cipher(db: Database) -> str:
+def cipher(db: Protected) -> str:
     with db.engine.connect() as conn:
         row = conn.execute(text("SHOW SESSION STATUS LIKE 'Ssl_cipher'")).one()
         return str(row[1])
@@ -121,7 +121,7 @@ def doctor_tls(url: str, ca: Path | str, tmp_path: Path) -> dict[str, str]:
     env_file = tmp_path / "app.env"
     env_file.write_text(f"DATABASE_URL={url}\nDB_TLS_CA={ca}\n")
     result = subprocess.run(
-        [str(VENV_BIN / "kit"), "doctor", "--json", "--env-file", str(env_file)],
+        [str(VENV_BIN / "idleproof"), "doctor", "--json", "--env-file", str(env_file)],
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin"},
         capture_output=True,

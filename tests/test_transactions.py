@@ -78,9 +78,9 @@ def test_a_view_can_ask_for_one_snapshot(mariadb: LocalMariaDB) -> None:
     from sqlalchemy import func, select
 
     from app import create_app
-    from app.db import get_db
     from app.models import Note
-    from app.settings import Settings
+    from idleproof.flask import get_db
+    from idleproof.settings import Settings
 
     app = create_app(Settings.from_env({"DATABASE_URL": mariadb.url, "DB_IDLE_TIMEOUT": "60"}))
     db = get_db(app)

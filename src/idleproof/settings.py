@@ -2,10 +2,10 @@
 
 ``SETTINGS`` is the single source of every ``DB_*`` setting: its environment variable, default,
 bounds, meaning and the Ansible variable that sets it. ``Settings.from_env`` reads them from
-it; the README's settings table is generated from it (``kit settings --markdown``); a test
+it; the README's settings table is generated from it (``idleproof settings --markdown``); a test
 fails when the README, the app role's defaults or its EnvironmentFile disagree with it. How
 settings must relate to each other, and to Gunicorn, nginx and the server, is in
-:mod:`app.rules`. A bad value stops start-up with one line that names the variable and says
+:mod:`idleproof.rules`. A bad value stops start-up with one line that names the variable and says
 what to change.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from app import rules
-from app.rules import Value, default_recycle, fmt
+from idleproof import rules
+from idleproof.rules import Value, default_recycle, fmt
 
 URL_FORM = "mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE"
 SUPPORTED_SCHEMES = ("mysql+pymysql",)
@@ -94,13 +94,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "idle_timeout", "DB_IDLE_TIMEOUT", "seconds", 28800, 1,
         "how long the server keeps an idle connection: MySQL's `wait_timeout` (28800 is its "
-        "default); `kit doctor` compares it with the server's",
+        "default); `idleproof doctor` compares it with the server's",
         "app_db_idle_timeout",
     ),
     Setting(
         "network_idle_timeout", "DB_NETWORK_IDLE_TIMEOUT", "seconds", None, 1,
         "the idle limit of a firewall, NAT, load balancer or proxy between app and database, "
-        "when one forgets idle connections sooner than the server (`kit probe-idle` measures "
+        "when one forgets idle connections sooner than the server (`idleproof probe-idle` measures "
         "it)",
         "app_db_network_idle_timeout",
         default_text="(none)",
@@ -222,7 +222,7 @@ class Settings:
         return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
     def shown(self, setting: Setting) -> str:
-        """A setting's value as a log line or ``kit settings`` shows it (no password)."""
+        """A setting's value as a log line or ``idleproof settings`` shows it (no password)."""
         if setting.kind == "url":
             return self.url_without_password
         value = getattr(self, setting.key)
@@ -240,11 +240,15 @@ class Settings:
         environ: Mapping[str, str] | None = None,
         name: Namer = env_name,
         check: bool = True,
+        url: str | None = None,
     ) -> Settings:
         """Read every setting; refuse a bad value, and (``check``) a breach of the rules
-        between settings, with one line. ``kit doctor`` reads unchecked and reports."""
+        between settings, with one line. ``idleproof doctor`` reads unchecked and reports.
+        ``url``: the database URL is the application's own (the engine plugin), not
+        ``DATABASE_URL``."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {"database_url": _url(env, name(BY_KEY["database_url"]))}
+        database_url = url if url is not None else _url(env, name(BY_KEY["database_url"]))
+        values: dict[str, Any] = {"database_url": database_url}
         for setting in SETTINGS:
             if setting.kind != "url":
                 values[setting.key] = setting.read(env, name(setting))

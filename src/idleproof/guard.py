@@ -13,7 +13,7 @@ On every checkout, cheapest check first:
 (Older than ``pool_recycle`` never gets here: SQLAlchemy's recycle replaced it by age.)
 
 When a connection dies under a statement, SQLAlchemy hands the error to :meth:`on_error`,
-which says why (app/connection.py ``death_cause``). A death the network caused, or a
+which says why (:func:`idleproof.connection.death_cause`). A death the network caused, or a
 failover, condemns the worker's other connections of that generation: they are replaced on
 their next checkout instead of each costing a timeout. And the server may still hold the
 lost connection's thread, its transaction and row locks, until it notices: the next new
@@ -35,9 +35,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import QueuePool
 
-from app import connection as dbapi
-from app.connection import KitConnection, idle_socket_fault, socket_timeouts
-from app.settings import Settings
+from idleproof import connection as dbapi
+from idleproof.connection import KitConnection, idle_socket_fault, socket_timeouts
+from idleproof.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ _GENERATION_CAUSES = {dbapi.NETWORK, dbapi.FAILOVER, CAUSE_PING}
 
 
 class Observer:
-    """What the guard and the session report; app.metrics counts it. No-ops here."""
+    """What the guard and the session report; :mod:`idleproof.metrics` counts it. No-ops
+    here."""
 
     def replaced(self, cause: str) -> None:
         """A pooled connection was found dead on checkout and replaced."""
@@ -73,6 +74,12 @@ class Observer:
 
     def retried(self, cause: str) -> None:
         """A request was run again on a fresh connection."""
+
+    def connected(self) -> None:
+        """A new database connection was opened."""
+
+    def checked_out(self) -> None:
+        """The pool handed a usable connection to a request."""
 
     def pool_changed(self, checked_out: int, open_connections: int, overflow: int) -> None:
         """Connections handed out, open in the pool, and open beyond pool_size."""
@@ -106,6 +113,7 @@ class ConnectionGuard:
         dbapi_connection._write_timeout = self.settings.write_timeout
         record.info["pid"] = os.getpid()
         record.info["connected_at"] = record.info["idle_since"] = time.monotonic()
+        self.observer.connected()
         if self.zombies:
             self.end_zombies(dbapi_connection)
 
@@ -141,6 +149,7 @@ class ConnectionGuard:
             except Exception as exc:
                 self.died(dbapi_connection, CAUSE_PING)
                 self._replace(CAUSE_PING, str(exc))
+        self.observer.checked_out()
         self.report_pool()
 
     def on_error(self, context: Any) -> None:
@@ -188,6 +197,9 @@ class ConnectionGuard:
                         cur.execute(f"KILL CONNECTION {int(thread_id)}")
                         self.observer.zombie_ended()
                         log.info("ended server thread %s of a lost connection", thread_id)
+            # Outside autocommit (an application's own engine) the SELECT opened a
+            # transaction: end it before the connection is handed out.
+            dbapi_connection.rollback()
 
     def _replace(self, cause: str, detail: str = "") -> None:
         self.observer.replaced(cause)

@@ -1,21 +1,22 @@
-"""What ``kit doctor`` reads from a host: the server's variables, Gunicorn's config as it
-loads, and the nginx and systemd timeouts. Reading only; judging is in :mod:`kit.checks`."""
+"""What ``idleproof doctor`` reads from a host: the server's variables, Gunicorn's config as it
+loads, and the nginx and systemd timeouts. Reading only; judging is in :mod:`.checks`."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import runpy
 import shlex
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from app.settings import Settings
-from kit.database import connect
-from kit.errors import UsageError
+from idleproof.ops.database import connect
+from idleproof.ops.errors import UsageError
+from idleproof.settings import Settings
 
 # What nginx and systemd assume when the file does not say.
 NGINX_DEFAULT_PROXY_READ_TIMEOUT = 60.0
@@ -65,6 +66,22 @@ def read_server(settings: Settings) -> ServerFacts:
 
 
 @dataclass
+class AppFacts:
+    """What the imported app holds and what ``post_fork`` did to it (:mod:`.hooks`)."""
+
+    DISPOSED: ClassVar[str] = "disposed"
+    NO_ENGINE: ClassVar[str] = "no engine"
+
+    # DISPOSED, NO_ENGINE, what the hook did instead, or "" when it was not run.
+    post_fork: str = ""
+    # The MySQL engines without the kit's protection (URLs without passwords).
+    unprotected: list[str] = field(default_factory=list)
+    engines: int = 0
+    # The import failed or hung: why.
+    error: str = ""
+
+
+@dataclass
 class GunicornFacts:
     workers: int
     preload_app: bool
@@ -74,8 +91,8 @@ class GunicornFacts:
     # The app Gunicorn loads (APP_MODULE), and the directory it imports it from.
     app_uri: str = "app.wsgi:app"
     chdir: str = "."
-    # What running post_fork did to the app's engines (kit.hooks); "" when not run.
-    post_fork_verdict: str = ""
+    # The app as Gunicorn would load it (.hooks); None when it was not looked at.
+    app: AppFacts | None = None
 
 
 @contextlib.contextmanager
@@ -91,16 +108,34 @@ def environment(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def load_config(config: str) -> dict[str, Any]:
+    """A Gunicorn config's names, as Gunicorn reads them: a file, or ``python:MODULE``.
+    The logging it sets up for Gunicorn (the kit's does) is undone: this is not Gunicorn."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    try:
+        if config.startswith("python:"):
+            return runpy.run_module(config.removeprefix("python:"))
+        return runpy.run_path(config)
+    finally:
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+
+
 def read_gunicorn(
-    path: Path, env: Mapping[str, str], argv: list[str] | None = None
+    config: str,
+    env: Mapping[str, str],
+    argv: list[str] | None = None,
+    workdir: str | None = None,
 ) -> GunicornFacts:
-    """Gunicorn's settings as Gunicorn itself would load them: the config file, then
-    ``GUNICORN_CMD_ARGS``, then the command line (``argv``: the unit's ExecStart arguments)."""
+    """Gunicorn's settings as Gunicorn itself would load them: the config (a file or
+    ``python:MODULE``), then ``GUNICORN_CMD_ARGS``, then the command line (``argv``: the
+    unit's ExecStart arguments). ``workdir``: where Gunicorn runs and imports the app from
+    (the unit's WorkingDirectory=); default: this process's own, as for Gunicorn."""
     from gunicorn.config import Config
 
     with environment(env):
         cfg = Config()  # keeps the environment it was made in, for GUNICORN_CMD_ARGS
-        namespace = runpy.run_path(str(path))
+        namespace = load_config(config)
     parser = cfg.parser()
     try:
         args = parser.parse_args(argv or [])
@@ -123,8 +158,19 @@ def read_gunicorn(
         graceful_timeout=int(cfg.graceful_timeout),
         post_fork=None if hook.value is hook.default else hook.value,
         app_uri=apps[0] if apps else (cfg.wsgi_app or "app.wsgi:app"),
-        chdir=str(cfg.chdir if namespace.get("chdir") else path.parent),
+        chdir=str(cfg.chdir if namespace.get("chdir") else workdir or os.getcwd()),
     )
+
+
+def config_in_argv(argv: list[str] | None) -> str | None:
+    """The ``--config``/``-c`` that ExecStart gives Gunicorn, if any."""
+    words = argv or []
+    for i, word in enumerate(words):
+        if word in ("-c", "--config") and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith("--config="):
+            return word.partition("=")[2]
+    return None
 
 
 def read_text(path: Path, flag: str) -> str:

@@ -1,12 +1,11 @@
-"""``kit``: the operator's commands for 500-after-idle incidents (see deploy/RUNBOOK.md).
+"""``idleproof``: the operator's commands for 500-after-idle incidents (deploy/RUNBOOK.md).
 
-    kit doctor [--env-file F] [--gunicorn-config gunicorn.conf.py] [--json]
-    kit probe-idle [--env-file F] [--max-seconds N] [--parallel K] [--json]
-    kit settings [--env-file F] [--markdown]
-    kit check-inventory < inventory.json        (the Ansible preflight runs it)
+    idleproof doctor [--env-file F] [--gunicorn-config FILE|python:MODULE] [--json]
+    idleproof probe-idle [--env-file F] [--max-seconds N] [--parallel K] [--json]
+    idleproof settings [--env-file F] [--markdown]
 
-They read the app's own settings (``app.settings``), from the environment or from the
-service's ``EnvironmentFile``, so they judge exactly what the app will run with.
+They read the app's own settings (:mod:`idleproof.settings`), from the environment or from
+the service's ``EnvironmentFile``, so they judge exactly what the app will run with.
 Exit codes: 0 all good, 1 a check failed or the probe could not run,
 2 bad input (a setting, a flag or the env file), with one line saying what to change.
 """
@@ -18,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from app.settings import markdown_table
-from kit.environment import describe, load_environment, load_settings
-from kit.errors import UsageError
+from idleproof.ops.environment import describe, load_environment, load_settings
+from idleproof.ops.errors import UsageError
+from idleproof.settings import markdown_table
 
 DEFAULT_ENV_FILE = "/etc/idle-proof/app.env"
 DEFAULT_NGINX_CONF = "/etc/nginx/idle-proof/server.conf"
@@ -67,7 +66,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="kit",
+        prog="idleproof",
         description="Diagnose and measure idle-connection problems between this app host "
         "and its MariaDB/MySQL database. Runbook: deploy/RUNBOOK.md.",
     )
@@ -91,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument(
         "--gunicorn-config",
-        type=Path,
-        default=Path("gunicorn.conf.py"),
-        metavar="FILE",
-        help="Gunicorn config file to check (default: ./gunicorn.conf.py)",
+        default=None,
+        metavar="CONFIG",
+        help="the Gunicorn config to check: a file, or python:MODULE (default: the one the "
+        "systemd unit's ExecStart names, else ./gunicorn.conf.py)",
     )
     doctor.add_argument(
         "--nginx-conf",
@@ -156,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "settings",
         parents=[common],
         help="show every DB_* setting in force, its default and where it came from",
-        description="One line per setting of the table in app/settings.py: the value the "
+        description="One line per setting of the table in idleproof/settings.py: the value the "
         "app would run with and whether it is set or the default. --markdown prints the "
         "table itself (the README's settings section is generated from it).",
     )
@@ -164,13 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true", help="print the settings table as Markdown"
     )
 
-    sub.add_parser(
-        "check-inventory",
-        help="apply the kit's rules to a whole inventory (JSON on stdin; the Ansible "
-        "preflight runs it)",
-        description="Reads the hosts' values as JSON on stdin (see kit/inventory.py), prints "
-        "one line per problem naming the Ansible variable to change; exit 1 on any.",
-    )
     return parser
 
 
@@ -178,10 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "check-inventory":
-            from kit import inventory
-
-            return inventory.run(sys.stdin, sys.stdout)
         if args.command == "settings" and args.markdown:
             print(markdown_table(), end="")
             return 0
@@ -191,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             print(describe(settings, env))
             return 0
         if args.command == "doctor":
-            from kit import doctor
+            from idleproof.ops import doctor
 
             return doctor.run(
                 settings,
@@ -203,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 as_json=args.json,
             )
-        from kit import probe
+        from idleproof.ops import probe
 
         return probe.run(
             settings,
@@ -214,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             as_json=args.json,
         )
     except UsageError as exc:
-        print(f"kit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"idleproof {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"kit {args.command}: interrupted", file=sys.stderr)
+        print(f"idleproof {args.command}: interrupted", file=sys.stderr)
         return 130
 
 

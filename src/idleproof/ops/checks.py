@@ -1,26 +1,28 @@
-"""``kit doctor``'s judgements: pure functions from what was read (:mod:`kit.facts`) to rows.
+"""``idleproof doctor``'s judgements: pure functions from what was read (:mod:`.facts`) to
+rows.
 
 Each row is PASS, WARN or FAIL, what was found, and the fix. Where a row applies one of the
-kit's rules (:mod:`app.rules`), the rule decides and words the finding; this module only
+kit's rules (:mod:`idleproof.rules`), the rule decides and words the finding; this module only
 picks the row's name and severity, and adds what the host shows as context.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from app import rules
-from app.rules import Value, fmt
-from app.settings import Settings
-from kit.facts import GunicornFacts, ServerFacts
-from kit.hooks import DISPOSED
+from idleproof import rules
+from idleproof.ops.facts import AppFacts, GunicornFacts, ServerFacts
+from idleproof.plugin import DRIVER, SWITCH
+from idleproof.plugin import NAME as PLUGIN
+from idleproof.rules import Value, fmt
+from idleproof.settings import Settings
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
-# The kit's gunicorn.conf.py reads these variables; the operator changes them there.
+# idleproof.gunicorn_conf reads these variables; the operator changes them there.
 TIMEOUT, GRACEFUL, WORKERS = "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_WORKERS"
 
 
@@ -201,47 +203,82 @@ def server_checks(settings: Settings, facts: ServerFacts, workers: int | None) -
 # --- Gunicorn, nginx and systemd ---------------------------------------------------------
 
 
-def post_fork_check(g: GunicornFacts, path: Path) -> Check:
+HOOK_FIX = (
+    "use the kit's config (gunicorn --config python:idleproof.gunicorn_conf) or import its "
+    "hook: from idleproof.gunicorn_conf import post_fork"
+)
+
+
+def post_fork_check(g: GunicornFacts, config: str) -> Check:
     name = "preload_app + post_fork"
+    app = g.app or AppFacts()
+    if app.error:
+        return Check(
+            name, FAIL, f"{g.app_uri} does not load as Gunicorn loads it: {app.error}",
+            "fix what the error names: the workers fail the same way",
+        )  # fmt: skip
     if not g.preload_app:
-        return Check(name, PASS, f"{path}: preload_app is off: each worker connects on its own")
+        return Check(name, PASS, f"{config}: preload_app is off: each worker connects on its own")
     if g.post_fork is None:
         return Check(
             name,
             FAIL,
-            f"{path}: preload_app is on but there is no post_fork hook: every worker shares "
+            f"{config}: preload_app is on but there is no post_fork hook: every worker shares "
             "the connections the master opened ('Command Out of Sync', 2014)",
-            "add the kit's hook: def post_fork(server, worker): "
-            "from app.db import dispose_after_fork; dispose_after_fork(server.app.wsgi())",
+            HOOK_FIX,
         )
-    if not g.post_fork_verdict:
+    if not app.post_fork:
         return Check(
             name,
             WARN,
-            f"{path}: preload_app is on; post_fork was not run: the app refuses its settings",
+            f"{config}: preload_app is on; post_fork was not run: the app refuses its settings",
             "fix the settings row's FAIL first",
         )
-    if g.post_fork_verdict != DISPOSED:
+    if app.post_fork == AppFacts.NO_ENGINE:
+        return Check(
+            name,
+            PASS,
+            f"{config}: preload_app is on and {g.app_uri} holds no engine once imported: each "
+            "worker makes its own",
+        )
+    if app.post_fork != AppFacts.DISPOSED:
         return Check(
             name,
             FAIL,
-            f"{path}: preload_app is on and post_fork, run as Gunicorn runs it in a new worker, "
-            f"does not give it a pool of its own: {g.post_fork_verdict}",
-            "call app.db.dispose_after_fork(server.app.wsgi()) (engine.dispose(close="
-            "False)) in post_fork, unconditionally",
+            f"{config}: preload_app is on and post_fork, run as Gunicorn runs it in a new "
+            f"worker, does not give it a pool of its own: {app.post_fork}",
+            HOOK_FIX + " (it disposes every protected engine, unconditionally)",
         )
     return Check(
         name,
         PASS,
-        f"{path}: preload_app is on and post_fork, run in a forked worker, disposed every "
+        f"{config}: preload_app is on and post_fork, run in a forked worker, disposed every "
         f"engine of {g.app_uri}",
     )
 
 
-def gunicorn_checks(settings: Settings, g: GunicornFacts, path: Path) -> list[Check]:
+def protection_check(g: GunicornFacts) -> Check | None:
+    """Every MySQL engine the app holds once imported carries the kit's protection."""
+    app = g.app
+    if app is None or app.error or not app.engines:
+        return None
+    if app.unprotected:
+        return Check(
+            "engine protection",
+            FAIL,
+            f"{g.app_uri} holds {len(app.unprotected)} MySQL engine(s) without the kit's "
+            f"protection: {', '.join(app.unprotected)}",
+            f"add ?plugin={PLUGIN} to its URL, or set {SWITCH}=1 with the kit's Gunicorn config",
+        )
+    return Check("engine protection", PASS, f"every MySQL engine of {g.app_uri} is protected")
+
+
+def gunicorn_checks(settings: Settings, g: GunicornFacts, config: str) -> list[Check]:
     timeout, waits = Value(TIMEOUT, g.timeout), settings.waits()
+    protection = protection_check(g)
     return [
-        post_fork_check(g, path),
+        post_fork_check(g, config),
+        *([protection] if protection else []),
         judged(
             "Gunicorn timeout vs database waits",
             rules.gunicorn_outlasts_database(timeout, waits),
@@ -249,6 +286,34 @@ def gunicorn_checks(settings: Settings, g: GunicornFacts, path: Path) -> list[Ch
             f"{rules.fmt(waits.longest)} s ({waits})",
         ),
     ]
+
+
+def url_checks(env: Mapping[str, str]) -> list[Check]:
+    """The application's own database URLs in its environment (``DATABASE_URL`` is the
+    kit's): an engine made from one later, in a worker, gets the plugin only if the URL
+    names it or the switch is on."""
+    switched = env.get(SWITCH, "").strip().lower() in ("1", "true", "yes", "on")
+    checks = []
+    for key, value in sorted(env.items()):
+        scheme = value.partition("://")[0].strip().lower()
+        if key == "DATABASE_URL" or "://" not in value or not scheme.startswith("mysql"):
+            continue
+        name = f"{key} engine plugin"
+        if scheme != DRIVER:
+            checks.append(
+                Check(name, FAIL, f"{key} uses {scheme}://, which the plugin cannot protect",
+                      f"use {DRIVER}:// (PyMySQL)")
+            )  # fmt: skip
+        elif f"plugin={PLUGIN}" in value.partition("?")[2] or switched:
+            how = f"plugin={PLUGIN} in the URL" if not switched else f"{SWITCH}=1"
+            checks.append(Check(name, PASS, f"{key}: engines made from it are protected ({how})"))
+        else:
+            checks.append(
+                Check(name, FAIL, f"{key} is a MySQL URL without ?plugin={PLUGIN}: engines "
+                      "made from it have no protection",
+                      f"append ?plugin={PLUGIN} to {key}, or set {SWITCH}=1")
+            )  # fmt: skip
+    return checks
 
 
 def _file_check(

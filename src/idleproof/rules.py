@@ -1,11 +1,12 @@
 """The rules that tie the kit's settings to each other and to Gunicorn, nginx, systemd and the
 database server: each rule is one function, written once.
 
-The app calls the settings rules at start-up (``app.settings``), ``gunicorn.conf.py`` the
-Gunicorn one, ``kit doctor`` the ones it can observe on a host, and the Ansible preflight
-all of them for a whole inventory (``kit check-inventory``). Callers pass each number as a
-:class:`Value` that carries the name to show, so one rule speaks the caller's vocabulary:
-``DB_POOL_RECYCLE`` to the app and doctor, ``app_db_pool_recycle`` to an inventory.
+The app calls the settings rules at start-up (:mod:`idleproof.settings`), the Gunicorn config
+the Gunicorn one, ``idleproof doctor`` the ones it can observe on a host, and the Ansible
+preflight all of them for a whole inventory (the collection's ``check_inventory``). Callers
+pass each number as a :class:`Value` that carries the name to show, so one rule speaks the
+caller's vocabulary: ``DB_POOL_RECYCLE`` to the app and doctor, ``app_db_pool_recycle`` to
+an inventory.
 
 A rule returns ``None`` when it holds, or a :class:`Problem`: what was found and the fix,
 one line together. Pure functions of numbers: no I/O, nothing else from the app.

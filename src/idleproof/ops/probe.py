@@ -1,4 +1,4 @@
-"""``kit probe-idle``: measure the idle limit really in force between this host and the DB.
+"""``idleproof probe-idle``: measure the idle limit really in force between this host and the DB.
 
 The server's ``wait_timeout`` is only one limit: a firewall, NAT or load balancer on the
 path may forget an idle connection sooner, and nothing on either end says so. This
@@ -30,8 +30,8 @@ from typing import TextIO
 
 import pymysql
 
-from app.settings import Settings
-from kit.database import connect
+from idleproof.ops.database import connect
+from idleproof.settings import Settings
 
 ALIVE = "alive"
 SERVER_CLOSE = "server_close"
@@ -236,8 +236,8 @@ def render(r: Report) -> str:
             f"  every connection survived up to {r.survived:g} s idle: no limit below that"
         )
         lines.append(
-            "  suggestion: keep DB_IDLE_TIMEOUT at the server's wait_timeout (kit doctor shows "
-            f"it), or probe longer than --max-seconds {r.max_seconds:g}"
+            "  suggestion: keep DB_IDLE_TIMEOUT at the server's wait_timeout (idleproof doctor "
+            f"shows it), or probe longer than --max-seconds {r.max_seconds:g}"
         )
         return "\n".join(lines)
     assert r.cause is not None
@@ -275,7 +275,7 @@ def run(
     try:
         report = measure(settings, max_seconds, parallel, timeout, resolution, sys.stderr)
     except ProbeError as exc:
-        print(f"kit probe-idle: {exc}", file=sys.stderr)
+        print(f"idleproof probe-idle: {exc}", file=sys.stderr)
         return 1
     if as_json:
         print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))

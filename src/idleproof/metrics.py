@@ -8,7 +8,7 @@ Every Gunicorn worker is its own process with its own counters, and any one of t
 answers a scrape. So with ``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client's
 multiprocess mode is used: each worker writes its counts to files in that directory and
 ``/metrics`` sums all of them, dead workers' included (counters never go back).
-``gunicorn.conf.py`` sets a directory private to each Gunicorn master when the variable
+``idleproof.gunicorn_conf`` sets a directory private to each Gunicorn master when the variable
 is unset. Without it at all (``flask run``, one process) the counts are this process's own.
 
 Cost on the hot path: one counter increment per checkout (a lock and an mmap write), no
@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import os
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-
-from app.guard import CAUSES, LOST_CAUSES, Observer
+from idleproof.guard import CAUSES, LOST_CAUSES, Observer
 
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 if MULTIPROC_DIR:
@@ -39,6 +36,7 @@ from prometheus_client import (  # noqa: E402 - must follow the directory check 
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 CHECKOUTS = Counter(
@@ -127,6 +125,12 @@ class PrometheusObserver(Observer):
     def pinged(self) -> None:
         PINGS.inc()
 
+    def connected(self) -> None:
+        CONNECTS.inc()
+
+    def checked_out(self) -> None:
+        CHECKOUTS.inc()
+
     def zombie_ended(self) -> None:
         ZOMBIES.inc()
 
@@ -146,25 +150,20 @@ def count_unavailable(exc: BaseException) -> None:
     UNAVAILABLE.labels(type(exc).__name__).inc()
 
 
-def _count_checkout(*_: object) -> None:
-    CHECKOUTS.inc()
+def _registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)  # type: ignore[no-untyped-call]
+    return registry
 
 
-def _count_connect(*_: object) -> None:
-    CONNECTS.inc()
-
-
-def instrument(engine: Engine) -> None:
-    """Count checkouts and new connections. Registered after the guard's listeners, so a
-    checkout the guard rejects (and the pool retries) is counted once, when it succeeds."""
-    event.listen(engine, "checkout", _count_checkout)
-    event.listen(engine, "connect", _count_connect)
+def serve(address: str, port: int) -> None:
+    """Serve the sum over every worker on ``http://address:port/metrics`` from a thread of
+    this process (Gunicorn's master: ``IDLEPROOF_METRICS_PORT``)."""
+    start_http_server(port, addr=address, registry=_registry() if MULTIPROC_DIR else REGISTRY)
 
 
 def render() -> tuple[bytes, str]:
     """The body and content type of ``/metrics``; never touches the database."""
     if MULTIPROC_DIR:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(_registry()), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -27,6 +27,7 @@ import select
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import pymysql
@@ -37,6 +38,10 @@ _PLAIN_READ = re.compile(
     r"\s*(?:/\*.*?\*/\s*)*(SELECT|SHOW|DESCRIBE|DESC|EXPLAIN|SET)\b", re.I | re.S
 )
 _LOCKING_READ = re.compile(r"\bFOR\s+(UPDATE|SHARE)\b|\bLOCK\s+IN\s+SHARE\s+MODE\b", re.I)
+
+# Whether a COMMIT was sent in this context (a request: idleproof.flask resets it): from
+# then on the request may have changed the database, and must not run again.
+COMMITTED: ContextVar[bool] = ContextVar("idleproof_committed", default=False)
 
 
 def is_plain_read(statement: str) -> bool:
@@ -80,6 +85,7 @@ class KitConnection(pymysql.connections.Connection):
     def commit(self) -> None:
         if not self.in_transaction:
             return
+        COMMITTED.set(True)
         try:
             super().commit()
         except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
@@ -98,8 +104,8 @@ class KitConnection(pymysql.connections.Connection):
 def tls_args(ca: str) -> dict[str, Any]:
     """PyMySQL's arguments for TLS that verifies the server's certificate and its name.
 
-    PyMySQL refuses a server that offers no TLS when these are set (2026), rather than going
-    on in plaintext: a test pins that.
+    PyMySQL refuses a server that offers no TLS when these are set, rather than going on in
+    plaintext: a test pins that.
     """
     return {"ssl_ca": ca, "ssl_verify_cert": True, "ssl_verify_identity": True} if ca else {}
 

@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from app.settings import SETTINGS, Settings, SettingsError
-from kit.errors import UsageError
+from idleproof.ops.errors import UsageError
+from idleproof.settings import SETTINGS, Settings, SettingsError
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -48,7 +48,7 @@ def load_environment(env_file: Path | None) -> dict[str, str]:
 
 def load_settings(env: Mapping[str, str], check: bool = True) -> Settings:
     """The settings in ``env``; a bad value is a UsageError. ``check=False`` leaves the rules
-    between settings to the caller (``kit doctor`` reports them as findings)."""
+    between settings to the caller (``idleproof doctor`` reports them as findings)."""
     try:
         return Settings.from_env(env, check=check)
     except SettingsError as exc:

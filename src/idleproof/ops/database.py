@@ -6,8 +6,8 @@ from urllib.parse import unquote, urlsplit
 
 import pymysql
 
-from app.connection import tls_args
-from app.settings import Settings
+from idleproof.connection import tls_args
+from idleproof.settings import Settings
 
 
 def connect(

@@ -1,7 +1,7 @@
-"""``kit doctor``: do the server, the app's pool, Gunicorn, nginx and systemd agree?
+"""``idleproof doctor``: do the server, the app's pool, Gunicorn, nginx and systemd agree?
 
-Reads what is in force (:mod:`kit.facts`), judges it with the kit's rules
-(:mod:`kit.checks`) and prints one row per check: PASS, WARN or FAIL, what was found, and
+Reads what is in force (:mod:`.facts`, :mod:`.hooks`), judges it with the kit's rules
+(:mod:`.checks`) and prints one row per check: PASS, WARN or FAIL, what was found, and
 the fix. Any FAIL makes the exit status 1.
 """
 
@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pymysql
 
-from app.settings import Settings
-from kit import facts, hooks
-from kit.checks import (
+from idleproof.ops import facts, hooks
+from idleproof.ops.checks import (
     FAIL,
     PASS,
     WARN,
@@ -27,40 +26,52 @@ from kit.checks import (
     server_checks,
     settings_checks,
     systemd_check,
+    url_checks,
 )
-from kit.errors import UsageError
+from idleproof.ops.errors import UsageError
+from idleproof.settings import Settings
 
 
 def host_checks(
     settings: Settings,
     env: Mapping[str, str],
-    gunicorn_config: Path,
+    gunicorn_config: str | None,
     nginx_conf: Path | None,
     systemd_unit: Path | None,
 ) -> tuple[list[Check], facts.GunicornFacts | None]:
     """Gunicorn as it will really run (its config, GUNICORN_CMD_ARGS, the unit's ExecStart,
-    its post_fork hook run in a forked child), and the nginx and systemd files."""
-    if not gunicorn_config.is_file():
-        raise UsageError(
-            f"--gunicorn-config {gunicorn_config}: no such file: pass the service's "
-            "gunicorn.conf.py (on a deployed host /opt/idle-proof/current/gunicorn.conf.py)"
-        )
+    the app imported and its post_fork hook run in a forked child), and the nginx and
+    systemd files."""
     unit = facts.read_unit(systemd_unit) if systemd_unit else {}
+    argv = facts.gunicorn_argv(unit)
+    config = gunicorn_config or facts.config_in_argv(argv) or "gunicorn.conf.py"
+    if not config.startswith("python:") and not Path(config).is_file():
+        raise UsageError(
+            f"--gunicorn-config {config}: no such file: pass the service's Gunicorn config "
+            "(a file, or python:MODULE as its ExecStart gives it)"
+        )
     try:
-        gunicorn = facts.read_gunicorn(gunicorn_config, env, facts.gunicorn_argv(unit))
+        # Where Gunicorn runs under the unit; a unit read from elsewhere may name a
+        # directory this machine does not have.
+        workdir = unit.get("WorkingDirectory", "")
+        gunicorn = facts.read_gunicorn(
+            config, env, argv, workdir if Path(workdir).is_dir() else None
+        )
     except (Exception, SystemExit) as exc:
         failed = Check(
             "gunicorn config",
             FAIL,
-            f"{gunicorn_config} does not load: {exc}",
-            "fix the config file or the GUNICORN_* variable it names",
+            f"{config} does not load: {exc}",
+            "fix the config or the GUNICORN_* variable it names",
         )
         return [failed], None
-    # The hook runs against the app the workers would load; with settings the app refuses
-    # (the settings row says why) there is no app to run it against.
-    if gunicorn.preload_app and gunicorn.post_fork is not None and not settings.problems():
-        gunicorn.post_fork_verdict = hooks.post_fork_verdict(gunicorn, env)
-    checks = gunicorn_checks(settings, gunicorn, gunicorn_config)
+    # The app is looked at as the workers would load it; with settings the app refuses
+    # (the settings row says why) there is no app to look at.
+    if not settings.problems():
+        run_post_fork = gunicorn.preload_app and gunicorn.post_fork is not None
+        gunicorn.app = hooks.app_facts(gunicorn, env, run_post_fork)
+    checks = gunicorn_checks(settings, gunicorn, config)
+    checks += url_checks(env)
     if nginx_conf:
         proxy_read = facts.read_proxy_read_timeout(nginx_conf)
         checks.append(nginx_check(nginx_conf, proxy_read, gunicorn))
@@ -73,7 +84,7 @@ def host_checks(
 def collect(
     settings: Settings,
     env: Mapping[str, str],
-    gunicorn_config: Path,
+    gunicorn_config: str | None,
     nginx_conf: Path | None,
     systemd_unit: Path | None,
 ) -> list[Check]:
@@ -117,7 +128,7 @@ def run(
     settings: Settings,
     env: Mapping[str, str],
     *,
-    gunicorn_config: Path,
+    gunicorn_config: str | None,
     nginx_conf: Path | None,
     systemd_unit: Path | None,
     as_json: bool,

@@ -1,0 +1,128 @@
+"""The kit's protection for engines an application builds itself: a SQLAlchemy engine plugin.
+
+Switched on without touching the application's code, in either of two ways:
+
+* the database URL: ``mysql+pymysql://USER:PASSWORD@HOST/DB?plugin=idleproof`` (SQLAlchemy
+  loads plugins named in the URL from the ``sqlalchemy.plugins`` entry point group, and
+  removes the parameter before the driver sees the URL);
+* the environment: ``IDLEPROOF_PLUGIN=1`` for a process whose Gunicorn loads
+  :mod:`idleproof.gunicorn_conf` (or that calls :func:`enable_for_all_engines`): every
+  ``mysql+pymysql`` engine the process creates afterwards gets the plugin.
+
+The plugin reads the kit's settings from the environment (``DB_*``, the same table as the
+reference app: ``idleproof settings``), never ``DATABASE_URL``: the URL is the
+application's. It overrides the pool arguments the application passed (``pool_pre_ping``,
+``pool_recycle``, ``pool_size``, ...) with the kit's, and logs one line per engine naming
+each override, so an operator reading the log knows what runs. It does not change the
+application's transactions: reads stay in whatever transaction mode the application uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.engine import URL, CreateEnginePlugin, Engine
+from sqlalchemy.engine import url as sa_url
+from sqlalchemy.util import to_list
+
+from idleproof import metrics
+from idleproof.engine import check_tls_ca, connect_options, pool_options, protect
+from idleproof.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+NAME = "idleproof"
+DRIVER = "mysql+pymysql"
+# The environment switch read by :mod:`idleproof.gunicorn_conf`.
+SWITCH = "IDLEPROOF_PLUGIN"
+# Arguments that take the pool out of the engine's hands: the plugin cannot protect it.
+_OWN_POOL = ("pool", "creator")
+
+
+class IdleProofPlugin(CreateEnginePlugin):
+    """``CreateEnginePlugin``: the kit's pool arguments in, the guard on the new engine."""
+
+    def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
+        super().__init__(url, kwargs)
+        shown = url.render_as_string(hide_password=True)
+        if url.drivername != DRIVER:
+            raise SettingsError(
+                f"{shown}: the {NAME} plugin protects {DRIVER} engines only: use a "
+                f"{DRIVER}:// URL or drop plugin={NAME}"
+            )
+        taken = [name for name in _OWN_POOL if kwargs.get(name) is not None]
+        if taken:
+            raise SettingsError(
+                f"{shown}: the application passes {taken[0]}=, so the engine's pool is not "
+                f"its own and the {NAME} plugin cannot protect it: drop plugin={NAME}"
+            )
+        self.settings = Settings.from_env(url=url.render_as_string(hide_password=False))
+        check_tls_ca(self.settings)
+        self.overrides = apply(kwargs, self.settings)
+        log.info(
+            "%s plugin on %s: %s",
+            NAME,
+            shown,
+            "; ".join(self.overrides) or "no argument of the application's overridden",
+        )
+
+    def update_url(self, url: URL) -> URL:
+        # SQLAlchemy has already removed plugin= from the URL it passes here; there is
+        # nothing else to take out. (The base class raises NotImplementedError.)
+        return url
+
+    def engine_created(self, engine: Engine) -> None:
+        protect(engine, self.settings, metrics.PrometheusObserver())
+
+
+def apply(kwargs: dict[str, Any], settings: Settings) -> list[str]:
+    """Put the kit's pool and connect arguments into ``kwargs``; say what was replaced."""
+    overrides = []
+    for key, value in pool_options(settings).items():
+        if key in kwargs and kwargs[key] != value:
+            overrides.append(f"{key}={_shown(kwargs[key])} -> {_shown(value)}")
+        kwargs[key] = value
+    connect_args = dict(kwargs.get("connect_args") or {})
+    for key, value in connect_options(settings).items():
+        if key in connect_args and connect_args[key] != value:
+            overrides.append(f"connect_args {key}={connect_args[key]!r} -> {value!r}")
+        connect_args[key] = value
+    kwargs["connect_args"] = connect_args
+    return overrides
+
+
+def _shown(value: Any) -> str:
+    return value.__name__ if isinstance(value, type) else repr(value)
+
+
+def enable_for_all_engines(environ: Mapping[str, str] | None = None) -> bool:
+    """With ``IDLEPROOF_PLUGIN`` set to 1 (or true/yes/on), add the plugin to every
+    ``mysql+pymysql`` engine this process creates from now on; returns whether it did.
+
+    SQLAlchemy has no setting for this, so the one method every ``create_engine`` calls to
+    load a URL's plugins is wrapped, whichever way the application imported
+    ``create_engine``. An engine of another driver (SQLite, say) is left alone.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(SWITCH, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw not in ("1", "true", "yes", "on"):
+        raise SettingsError(f"{SWITCH}={raw!r} is not a switch: set it to 1 or leave it unset")
+    original = sa_url.URL._instantiate_plugins
+    if getattr(original, "idleproof", False):
+        return True
+
+    def instantiate_plugins(self: URL, kwargs: Mapping[str, Any]) -> Any:
+        named = [*to_list(self.query.get("plugin", ())), *kwargs.get("plugins", [])]
+        if self.drivername == DRIVER and NAME not in named:
+            kwargs = {**kwargs, "plugins": [*kwargs.get("plugins", []), NAME]}
+        return original(self, kwargs)
+
+    instantiate_plugins.idleproof = True  # type: ignore[attr-defined]
+    sa_url.URL._instantiate_plugins = instantiate_plugins  # type: ignore[method-assign]
+    log.info("%s=%s: every %s engine gets the %s plugin", SWITCH, raw, DRIVER, NAME)
+    return True
