@@ -9,10 +9,13 @@ INVENTORY ?= ansible/inventories/local
 FLEET_INVENTORY ?= ansible/inventories/fleet
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# The idleproof library's wheel, where the app role takes it from.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+WHEEL := ansible/roles/app/files/idleproof-$(VERSION)-py3-none-any.whl
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run stop migrate test lint unit bench deploy testhost testhost-down clean \
-	collections ansible-lint fleet fleet-down
+	wheel collection collections ansible-lint fleet fleet-down
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,15 +53,27 @@ bench: venv ## The kit vs Flask-SQLAlchemy and the autocommit floor, scaling, fa
 	scripts/install-system-deps test
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-clean: stop ## Remove .run and caches (keeps .venv).
-	rm -rf $(RUN) .pytest_cache .mypy_cache .ruff_cache
+clean: stop ## Remove .run, dist and caches (keeps .venv).
+	rm -rf $(RUN) dist .pytest_cache .mypy_cache .ruff_cache
 
 # The local inventory's host is a systemd-nspawn container (scripts/testhost) booted on
 # demand; any other INVENTORY is taken as real hosts.
 LOCAL_INVENTORY := ansible/inventories/local
 
-collections: venv ## Install the pinned Ansible collections into ansible/.collections.
+wheel: $(WHEEL) ## Build the idleproof library's wheel (into the app role's files/).
+
+$(WHEEL): $(VENV)/.installed pyproject.toml docs/library.md $(shell find src -name '*.py')
+	rm -rf ansible/roles/app/files/idleproof-*.whl build
+	SOURCE_DATE_EPOCH=315532800 $(BIN)/pip wheel -q --disable-pip-version-check --no-deps \
+		-w ansible/roles/app/files .
+	rm -rf build
+
+collections: venv $(WHEEL) ## Install the pinned Ansible collections; link ansible/ as idleproof.kit.
 	$(BIN)/python scripts/install-collections
+
+collection: collections ## Build the collection idleproof.kit (with the wheel) into dist/.
+	mkdir -p dist
+	cd ansible && ../$(BIN)/ansible-galaxy collection build --force --output-path ../dist .
 
 deploy: collections ## Converge ansible/site.yml on INVENTORY (default: the local test host).
 ifeq ($(abspath $(INVENTORY)),$(abspath $(LOCAL_INVENTORY)))

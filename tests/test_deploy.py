@@ -125,7 +125,7 @@ def test_server_timeouts_follow_db_idle_timeout(converged: NspawnHost) -> None:
 
 def test_kit_doctor_passes_on_the_deployed_host(converged: NspawnHost) -> None:
     doctor = converged.run(
-        "/opt/idle-proof/current/venv/bin/kit",
+        "/opt/idle-proof/current/venv/bin/idleproof",
         "doctor",
         "--env-file",
         "/etc/idle-proof/app.env",

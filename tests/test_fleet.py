@@ -258,10 +258,10 @@ def test_the_app_user_is_refused_in_plaintext_and_verifies_the_server(
 
 
 def doctor_task_output(run: PlaybookRun) -> str:
-    """What the app play's kit doctor task printed, over every batch of the rolling play
+    """What the app play's idleproof doctor task printed, over every batch of the rolling play
     (serial: one app host per batch, so the task appears once per host)."""
-    parts = run.output.split("TASK [app : Run kit doctor on this host.]")[1:]
-    assert parts, "the app play ran no kit doctor task"
+    parts = run.output.split("TASK [app : Run idleproof doctor on this host.]")[1:]
+    assert parts, "the app play ran no idleproof doctor task"
     return "".join(part.split("TASK [")[0] for part in parts)
 
 
@@ -273,7 +273,7 @@ def test_kit_doctor_reports_the_encryption_on_each_app_host(
     assert "ok: [app1]" in ran and "ok: [app2]" in ran, ran
     for host in ("app1", "app2"):
         doctor = converged.run(
-            host, "/opt/idle-proof/current/venv/bin/kit", "doctor", "--env-file",
+            host, "/opt/idle-proof/current/venv/bin/idleproof", "doctor", "--env-file",
             "/etc/idle-proof/app.env", "--gunicorn-config",
             "/opt/idle-proof/current/gunicorn.conf.py", "--systemd-unit",
             "/etc/systemd/system/idle-proof.service", "--json", check=False,
@@ -351,9 +351,8 @@ def test_a_fail_of_kit_doctor_stops_the_app_play(converged: Fleet) -> None:
     finally:
         converged.run("db1", "mysql", "-e", "SET GLOBAL wait_timeout = 60")
     assert run.returncode != 0
-    assert "kit doctor on app1" in run.output and "FAIL wait_timeout" in run.output, run.output[
-        -4000:
-    ]
+    found = "idleproof doctor on app1" in run.output and "FAIL wait_timeout" in run.output
+    assert found, run.output[-4000:]
 
 
 def test_a_managed_database_serves_app_hosts_without_a_db_group(
@@ -361,7 +360,7 @@ def test_a_managed_database_serves_app_hosts_without_a_db_group(
 ) -> None:
     """db1 as a database the kit does not run (no db group; its users made by "the DBA",
     here the mysql role earlier): the inventory states its limits and CA, the app hosts
-    converge against it unchanged, and kit doctor passes there, TLS verified."""
+    converge against it unchanged, and idleproof doctor passes there, TLS verified."""
     inventory = tmp_path / "managed"
     hosts = yaml.safe_load((converged.inventory / "hosts.yml").read_text())
     hosts["all"]["children"].pop("db")

@@ -7,8 +7,8 @@ and the app's (the app role's idle limit, so its pool recycles below it).
 
 * idle past the limit: through web1 the kit answers 2xx; the naive app beside it on app1,
   through the same firewall, hangs;
-* ``kit probe-idle`` on app1 finds a silent drop at the limit; ``kit doctor`` on app1 FAILs
-  a pool recycle above it;
+* ``idleproof probe-idle`` on app1 finds a silent drop at the limit; ``idleproof doctor`` on
+  app1 FAILs a pool recycle above it;
 * deploy/RUNBOOK.md section 8 ("find which hop"), every command, on its host;
 * db1 powered off hard under load (no FIN/RST, no shutdown): 503 JSON within the bound the
   core promises, /healthz answers throughout, every request 2xx once db1 is back from its
@@ -29,7 +29,6 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from app.settings import Settings
 from harness import ROOT, conntrack
 from harness.fleet import Fleet
 from harness.incident import (
@@ -43,13 +42,14 @@ from harness.incident import (
     start_naive,
     stop_naive,
 )
+from idleproof.settings import Settings
 from tests.conftest import own_fleet, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
 # The network's idle limit, declared once in the inventory: short, so idling past it is fast.
 NETWORK_IDLE_TIMEOUT = 10
-KIT = f"{RELEASE}/venv/bin/kit"
+KIT = f"{RELEASE}/venv/bin/idleproof"
 RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
 # Production durations in the runbook -> this test's (a limit of seconds, not minutes).
 RUNBOOK_SUBSTITUTIONS = {"--max-seconds 900": f"--max-seconds {NETWORK_IDLE_TIMEOUT + 6}"}
@@ -140,7 +140,8 @@ def probe(fleet: Fleet, host: str, max_seconds: int) -> dict[str, object]:
     try:
         return dict(json.loads(result.stdout))
     except ValueError:
-        raise AssertionError(f"kit probe-idle on {host}: {result.stdout}{result.stderr}") from None
+        found = f"{result.stdout}{result.stderr}"
+        raise AssertionError(f"idleproof probe-idle on {host}: {found}") from None
 
 
 def test_probe_idle_on_app1_finds_the_silent_drop(
@@ -151,8 +152,9 @@ def test_probe_idle_on_app1_finds_the_silent_drop(
     report(
         request,
         "incident",
-        f"kit probe-idle on app1: survived {found['survived']} s, killed at {found['killed']} s "
-        f"by {found['cause']} (firewall limit {limit} s), in {found['elapsed']} s",
+        f"idleproof probe-idle on app1: survived {found['survived']} s, killed at "
+        f"{found['killed']} s by {found['cause']} (firewall limit {limit} s), "
+        f"in {found['elapsed']} s",
     )
     assert found["cause"] == "silent_drop", found
     assert isinstance(found["survived"], float | int) and isinstance(found["killed"], float | int)

@@ -20,19 +20,22 @@ from typing import Any
 import pytest
 import yaml
 
+from harness import ROOT, apps
 from harness.testhost import ANSIBLE_DIR
 
 pytestmark = pytest.mark.ansible
 
 EXAMPLE = ANSIBLE_DIR / "inventories" / "example"
+# This checkout as the collection idleproof.kit, as Ansible finds it (ansible.cfg).
+COLLECTION = ANSIBLE_DIR / ".collections" / "ansible_collections" / "idleproof" / "kit"
 ROLES = ANSIBLE_DIR / "roles"
 BIN = Path(sys.executable).parent
 PASSWORDS = {
     "vault_db_password": "a-long-test-password",
     "vault_db_migrate_password": "another-long-password",
 }
-# The roles site.yml runs on each group (the firewall on every host).
-PLAYS = {"all": "firewall", "db": "mysql", "app": "app", "web": "nginx"}
+# The roles site.yml runs on each group (the firewall on every host of the kit's groups).
+PLAYS = {"db:app:web": "firewall", "db": "mysql", "app": "app", "web": "nginx"}
 
 
 def options(role: str) -> dict[str, Any]:
@@ -84,23 +87,41 @@ def show_playbook(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "ansible.builtin.debug": {
                 "msg": "{{ dict(show | zip(query('ansible.builtin.vars', *show))) }}"
             },
-            "vars": {"show": show},
+            # As in the role's own tasks (app_kit_package is found beside the role).
+            "vars": {"show": show, "role_path": str(COLLECTION / "roles" / role)},
             "tags": ["show"],
         }
         plays.append(
-            {"name": role, "hosts": group, "gather_facts": False, "roles": [role], "tasks": [task]}
+            {
+                "name": role,
+                "hosts": group,
+                "gather_facts": False,
+                "roles": [f"idleproof.kit.{role}"],
+                "tasks": [task],
+            }
         )
-    lookup = (
-        "{{ lookup('kit_inventory', firewall=groups['all'], mysql=groups['db'] | default([]),"
-        " app=groups['app'] | default([]), nginx=groups['web'] | default([])) }}"
-    )
-    task = {"name": "Show", "ansible.builtin.debug": {"msg": lookup}, "tags": ["show"]}
+    groups = {}
+    for group, role in PLAYS.items():
+        names = " + ".join(f"groups['{name}'] | default([])" for name in group.split(":"))
+        groups[role] = "{{ (" + names + ") | unique }}"
+    check = {
+        "name": "Check",
+        "idleproof.kit.check_inventory": {"roles": groups, "show": True},
+        "register": "checked",
+        "failed_when": False,
+        "tags": ["show"],
+    }
+    task = {
+        "name": "Show",
+        "ansible.builtin.debug": {"msg": "{{ checked.views }}"},
+        "tags": ["show"],
+    }
     plays.append(
         {
             "name": "preflight",
             "hosts": "all",
             "gather_facts": False,
-            "tasks": [task | {"run_once": True}],
+            "tasks": [check | {"run_once": True}, task | {"run_once": True}],
         }
     )
     path = tmp_path_factory.mktemp("show") / "show.yml"
@@ -131,14 +152,16 @@ def preflight(inventory: Path = EXAMPLE, *args: str, **overrides: object) -> tup
     proc = ansible(
         str(BIN / "ansible-playbook"), "preflight.yml", *args, inventory=inventory, extra=overrides
     )
-    failure = r"^(?:fatal: \[\S+\]: FAILED!|failed: \[\S+\] \(item=.*?\)) => (\{.*\})$"
+    failure = r"^(?:fatal: \[[^]]+\]: FAILED!|failed: \[\S+\] \(item=.*?\)) => (\{.*\})$"
     fatal = re.findall(failure, proc.stdout, re.M)
     return proc.returncode, [json.loads(result)["msg"] for result in fatal]
 
 
 def copy_example(tmp_path: Path) -> Path:
+    """The example inventory elsewhere, what it deploys still this checkout's app."""
     inventory = tmp_path / "inventory"
     shutil.copytree(EXAMPLE, inventory)
+    write_vars(inventory / "group_vars" / "all" / "source.yml", {"app_source_dir": str(ROOT)})
     return inventory
 
 
@@ -196,7 +219,13 @@ def test_the_preflight_sees_what_the_roles_see_even_under_limit(show_playbook: P
         for host, values in seen[role].items():
             view = checked["views"][role][host]
             for name in secret:
-                assert view.pop(name) == "*" * len(str(values.pop(name))), name
+                value = values.pop(name)
+                stars = (
+                    {k: "*" * len(str(v)) for k, v in value.items()}
+                    if isinstance(value, dict)
+                    else "*" * len(str(value))
+                )
+                assert view.pop(name) == stars, name
             assert {n: str(v) for n, v in view.items()} == {n: str(v) for n, v in values.items()}
 
 
@@ -260,6 +289,19 @@ def same(value: Any) -> Any:
 
 def test_example_inventory_passes_preflight() -> None:
     assert preflight() == (0, [])
+
+
+def test_the_mlflow_example_deploys_what_the_app_tests_run() -> None:
+    """inventories/mlflow, a user's app from the index: consistent, and the same packages,
+    callable, URL variable and migration that tests/test_apps.py and test_fleet_apps.py run."""
+    inventory = ANSIBLE_DIR / "inventories" / "mlflow"
+    assert preflight(inventory) == (0, [])
+    own = yaml.safe_load((inventory / "group_vars" / "all" / "main.yml").read_text())
+    tested = apps.inventory_vars(apps.MLFLOW)
+    for name in ("app_python_packages", "app_wsgi", "app_database_url_variables"):
+        assert own[name] == tested[name], name
+    assert own["app_migrate_command"] == tested["app_migrate_command"]
+    assert set(own["app_extra_environment"]) == set(tested["app_extra_environment"])
 
 
 @pytest.mark.parametrize(
@@ -326,6 +368,15 @@ def test_example_inventory_passes_preflight() -> None:
             "app_db_host=db.example.com on app1 is not a name on db1's certificate",
         ),
         ({"db_max_connections": 500}, "db_max_connections is for a managed database"),
+        # What to deploy: on the controller, before any host is touched.
+        ({"app_source_dir": "/nonexistent"}, "app_source_dir=/nonexistent is not a directory"),
+        (
+            {"app_source_dir": "", "app_requirements": "", "app_python_packages": []},
+            "nothing to deploy: set app_source_dir, app_requirements or app_python_packages",
+        ),
+        ({"app_kit_package": ""}, "app_kit_package is empty"),
+        ({"app_wsgi": "app wsgi"}, "app_wsgi='app wsgi' is not MODULE:CALLABLE"),
+        ({"app_database_url_variables": ["DATABASE_URL"]}, "lists DATABASE_URL, which the kit"),
     ],
 )
 def test_inconsistent_example_inventory_names_what_to_change(

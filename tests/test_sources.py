@@ -1,9 +1,10 @@
-"""One source for every setting: what restates the table in app/settings.py must agree with it.
+"""One source for every setting: what restates the table in idleproof/settings.py must agree
+with it.
 
 The README's settings table, the app role's defaults, its EnvironmentFile and its argument
-specs (what Ansible validates and the preflight sends to `kit check-inventory`), the mysql
-role's idle timeouts, and the canonical files (gunicorn.conf.py, the systemd unit, nginx's
-include) either come from the table and the rules or are checked here against them.
+specs (what Ansible validates and the preflight checks), the mysql role's idle timeouts,
+and the canonical files (gunicorn.conf.py, the systemd unit, nginx's include) either come
+from the table and the rules or are checked here against them.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 import os
 import re
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from app import rules
-from app.rules import Value
-from app.settings import SETTINGS, Settings, markdown_table
-from kit import facts
+from idleproof import rules
+from idleproof.ops import facts
+from idleproof.rules import Value
+from idleproof.settings import SETTINGS, Settings, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ROOT / "ansible" / "roles"
@@ -54,7 +57,7 @@ def test_readme_settings_table_is_generated_from_the_table() -> None:
     assert found, "README.md lost its settings markers"
     assert found.group(1) == markdown_table(), (
         "README.md's settings table is stale: replace it with the output of "
-        "`kit settings --markdown`"
+        "`idleproof settings --markdown`"
     )
 
 
@@ -86,7 +89,7 @@ def test_app_role_default_agrees_with_the_table(setting: Any) -> None:
     else:
         assert float(role_default) == setting.default, (
             f"{setting.role_var}: {role_default} in the app role, {setting.default} in "
-            "app/settings.py: change the role's default (or the shared one it follows)"
+            "idleproof/settings.py: change the role's default (or the shared one it follows)"
         )
 
 
@@ -112,7 +115,7 @@ def test_app_role_environment_file_sets_each_setting_from_its_variable() -> None
 
 def test_app_role_argument_specs_declare_every_setting() -> None:
     """The argument specs are what Ansible validates and what the preflight sends to
-    `kit check-inventory` (every option): each setting, typed as the table's kind."""
+    the preflight (every option): each setting, typed as the table's kind."""
     spec = load(ROLES / "app" / "meta" / "argument_specs.yml")["argument_specs"]["main"]
     for setting in ROWS:
         assert setting.role_var in spec["options"], f"{setting.role_var} is not in the specs"
@@ -130,7 +133,10 @@ def test_every_role_declares_exactly_its_defaults(role: str) -> None:
     spec = load(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]
     assert set(spec["options"]) == defaults
     secret = {name for name, option in spec["options"].items() if option.get("no_log")}
-    assert secret == {name for name in defaults if "password" in name}, "passwords are no_log"
+    # Passwords, and what holds the app's own secrets (its settings, its config files).
+    holders = {"app_extra_environment", "app_config_files"}
+    expected = {name for name in defaults if "password" in name or name in holders}
+    assert secret == expected, "passwords and the app's secrets are no_log"
 
 
 def test_server_idle_defaults_are_mysqls_and_the_apps() -> None:
@@ -177,3 +183,15 @@ def test_canonical_files_obey_the_rules_with_the_defaults() -> None:
         rules.stop_outlasts_graceful(Value("TimeoutStopSec", stop), graceful),
     ):
         assert problem is None, str(problem)
+
+
+def test_canonical_files_are_the_role_templates_rendered() -> None:
+    """systemd/ and nginx/ hold the roles' templates rendered for one host: a change to a
+    template that is not rendered again (scripts/render-canonical) fails here."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "render-canonical"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""Filters the kit's roles share (ansible.cfg: filter_plugins)."""
+"""The filter idleproof.kit.host_address: where the other hosts reach a host."""
 
 from __future__ import annotations
 

@@ -1,0 +1,299 @@
+"""The preflight's second part: do the db, app and web hosts agree with each other?
+
+Reads the roles' views of each host (see :mod:`.wiring`), whose names and types are
+already checked: the server listens where and how the app hosts connect (port, address,
+TLS, users, grants, firewall); nginx's upstreams are where the app hosts listen, and each
+app host admits its web hosts. Without a db group (a managed database) the inventory must
+say what the kit cannot see: the server's max_connections and, with TLS, its CA.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+Problem = tuple[tuple[str, ...], str]
+Views = Mapping[str, Mapping[str, Mapping[str, Any]]]
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+ANY_ADDRESS = ("0.0.0.0", "::", "*")
+# The server's variable, the app's, and the shared variable both follow.
+FOLLOW = [
+    ("mysql_port", "app_db_port", "db_port"),
+    ("mysql_app_user", "app_db_user", "db_user"),
+    ("mysql_app_database", "app_db_name", "db_name"),
+    ("mysql_migrate_user", "app_db_migrate_user", "db_migrate_user"),
+]
+
+
+def true(value: Any) -> bool:
+    return str(value).lower() in ("true", "yes", "1")
+
+
+def port_of(listen: str) -> str:
+    return listen.rpartition(":")[2]
+
+
+def admits(entries: list[Any], address: str) -> bool:
+    """Does an allow list (addresses, networks, MariaDB % and _ patterns) take address?"""
+    for entry in map(str, entries):
+        if entry in ("any", "%", address):
+            return True
+        if "%" in entry or "_" in entry:
+            if fnmatch.fnmatchcase(address, entry.replace("%", "*").replace("_", "?")):
+                return True
+            continue
+        try:
+            if "/" in entry and ipaddress.ip_address(address) in ipaddress.ip_network(entry, False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def server(db: str, d: Mapping[str, Any], apps: Mapping[str, Any]) -> Iterator[Problem]:
+    """The server's settings against the app hosts'."""
+    idle = d["db_idle_timeout"]
+    wait, interactive = d["mysql_wait_timeout"], d["mysql_interactive_timeout"]
+    if float(wait) != float(idle) or float(interactive) != float(idle):
+        yield (
+            (db,),
+            (
+                f"mysql_wait_timeout={wait} and mysql_interactive_timeout={interactive} must both "
+                f"equal db_idle_timeout={idle}, which the app hosts follow: remove them from the "
+                "inventory and set db_idle_timeout"
+            ),
+        )
+    for server_name, app_name, source in FOLLOW:
+        differ = [a for a, v in apps.items() if str(v[app_name]) != str(d[server_name])]
+        if differ:
+            yield (
+                (db, *differ),
+                (
+                    f"{server_name}={d[server_name]} on {db} but {app_name}="
+                    f"{apps[differ[0]][app_name]} on the app hosts: set {source} (both follow it), "
+                    "not either of them"
+                ),
+            )
+    tls = true(d["mysql_tls"])
+    differ = [a for a, v in apps.items() if bool(str(v["app_db_tls_ca"])) != tls]
+    if differ:
+        state = "requires" if tls else "does not serve"
+        yield (
+            (db, *differ),
+            (
+                f"{db} {state} TLS (mysql_tls={d['mysql_tls']}) but app_db_tls_ca is "
+                f"{apps[differ[0]]['app_db_tls_ca'] or 'empty'} on the app hosts: set db_tls "
+                "(both follow it), not either of them"
+            ),
+        )
+
+
+def client(
+    db: str, d: Mapping[str, Any], wall: Mapping[str, Any], app: str, a: Any
+) -> Iterator[Problem]:
+    """One app host reaches the server: address, certificate name, grant, firewall."""
+    host, own, bind = str(a["app_db_host"]), str(a["private_address"]), str(d["mysql_bind_address"])
+    if host in LOOPBACK and app != db:
+        yield (app,), f"app_db_host={host} on {app}, which is not the db host {db}: set db_address"
+    elif host not in LOOPBACK and ipaddress_like(host) and bind not in (*ANY_ADDRESS, host):
+        yield (
+            (db, app),
+            (
+                f"app_db_host={host} on {app} but MariaDB on {db} listens on "
+                f"mysql_bind_address={bind}: set db_address to {bind}"
+            ),
+        )
+    names = list(map(str, d["mysql_tls_names"]))
+    if true(d["mysql_tls"]) and true(d["db_tls_generate"]) and host not in names:
+        yield (
+            (db, app),
+            (
+                f"app_db_host={host} on {app} is not a name on {db}'s certificate "
+                f"(mysql_tls_names={names}): the app would refuse it: set db_address to one of them"
+            ),
+        )
+    if app == db:
+        return
+    if not admits(d["mysql_app_client_hosts"], own):
+        yield (
+            (db, app),
+            (
+                f"mysql_app_client_hosts on {db} does not admit {app} ({own}): the app could not "
+                "log in: set db_client_addresses to the app hosts' addresses"
+            ),
+        )
+    if true(wall["firewall_enabled"]) and not admits(wall["firewall_db_clients"], own):
+        yield (
+            (db, app),
+            (
+                f"firewall_db_clients on {db} does not admit {app} ({own}): set "
+                "db_client_addresses to the app hosts' addresses"
+            ),
+        )
+
+
+def ipaddress_like(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def tls_files(db: str, d: Mapping[str, Any]) -> Iterator[Problem]:
+    """The kit's own CA, or every file of the operator's own."""
+    ca, tls_dir = str(d["db_tls_ca_cert"]), str(d["db_tls_dir"])
+    if true(d["db_tls_generate"]):
+        if os.path.normpath(ca) != os.path.normpath(os.path.join(tls_dir, "ca.crt")):
+            yield (
+                (db,),
+                (
+                    f"db_tls_ca_cert={ca} is not the CA the kit makes ({tls_dir}/ca.crt) but "
+                    "db_tls_generate is true: set db_tls_generate: false to use your own CA "
+                    "(and mysql_tls_cert, mysql_tls_key)"
+                ),
+            )
+        return
+    for name in ("db_tls_ca_cert", "mysql_tls_cert", "mysql_tls_key"):
+        if not os.path.isfile(str(d[name])):
+            yield (
+                (db,),
+                (
+                    f"{name}={d[name]} is not a file on the controller and db_tls_generate is "
+                    "false: point it at your file, or set db_tls_generate: true"
+                ),
+            )
+
+
+def managed(apps: Mapping[str, Any]) -> Iterator[Problem]:
+    """No db group: the app hosts use a database the kit does not provision."""
+    for app, a in apps.items():
+        if not str(a["app_db_host"]):
+            yield (
+                (app,),
+                (
+                    "there is no db group and db_address is empty: set db_address to the address "
+                    "or name of the database the app hosts use"
+                ),
+            )
+        if not str(a["db_max_connections"]).strip():
+            yield (
+                (app,),
+                (
+                    "there is no db group (a managed database): set db_max_connections to that "
+                    "server's max_connections, so the app hosts' pools are checked against it"
+                ),
+            )
+        ca = str(a["db_tls_ca_cert"])
+        if true(a["db_tls"]) and not os.path.isfile(ca):
+            yield (
+                (app,),
+                (
+                    f"db_tls_ca_cert={ca} is not a file on the controller: set it to the CA "
+                    "certificate that signed the managed database's certificate (or db_tls: false "
+                    "for plaintext across the network)"
+                ),
+            )
+
+
+def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Problem]:
+    """One web host: its upstreams, its open ports, and the app hosts admitting it."""
+    apps, walls = views["app"], views["firewall"]
+    expected = []
+    for app, a in apps.items():
+        listen = str(a["app_listen"])
+        if listen.startswith("/") and app != host:
+            yield (
+                (app, host),
+                (
+                    f"app_listen={listen} on {app} is a unix socket, which {host} cannot reach: "
+                    "set app_listen to ADDRESS:PORT, or remove it (the default when nginx is "
+                    "elsewhere)"
+                ),
+            )
+        expected.append(f"unix:{listen}" if listen.startswith("/") else listen)
+    servers = list(map(str, n["nginx_upstream_servers"]))
+    if sorted(servers) != sorted(expected):
+        yield (
+            (host,),
+            (
+                f"nginx_upstream_servers={servers} but the app hosts listen on {expected}: remove "
+                "nginx_upstream_servers from the inventory (it follows their app_listen)"
+            ),
+        )
+    wall = walls[host]
+    ports = {port_of(str(e).split()[0]) for e in n["nginx_listen"]}
+    closed = sorted(ports - {str(p) for p in wall["firewall_web_ports"]})
+    if true(wall["firewall_enabled"]) and closed:
+        yield (
+            (host,),
+            (
+                f"nginx listens on port {', '.join(closed)} (nginx_listen) but firewall_web_ports="
+                f"{wall['firewall_web_ports']}: set nginx_listen in the inventory (the firewall "
+                "follows it) or firewall_web_ports"
+            ),
+        )
+    address = str(wall["private_address"])
+    for app, a in apps.items():
+        if app == host or str(a["app_listen"]).startswith("/"):
+            continue
+        app_wall = walls[app]
+        lists = [(a, "app_forwarded_allow_ips"), (a, "app_socket_ip_address_allow")]
+        lists += [(a, "app_ip_address_allow")]
+        if true(app_wall["firewall_enabled"]):
+            lists.append((app_wall, "firewall_app_clients"))
+        for values, name in lists:
+            if not admits(values[name], address):
+                yield (
+                    (app,),
+                    (
+                        f"{name} on {app} lacks {host}'s address {address}: remove {name} from the "
+                        "inventory (it follows the web hosts)"
+                    ),
+                )
+        port = port_of(str(a["app_listen"]))
+        if true(app_wall["firewall_enabled"]) and str(app_wall["firewall_app_port"]) != port:
+            yield (
+                (app,),
+                (
+                    f"app_listen={a['app_listen']} on {app} but firewall_app_port="
+                    f"{app_wall['firewall_app_port']}: set app_port (both follow it), not either"
+                ),
+            )
+
+
+def problems(views: Views) -> Iterator[Problem]:
+    apps, dbs, walls = views["app"], views["mysql"], views["firewall"]
+    if apps and not dbs:
+        yield from managed(apps)
+    unused = [h for h, v in walls.items() if str(v["db_max_connections"]).strip()]
+    if dbs and unused:
+        yield (
+            tuple(unused),
+            (
+                "db_max_connections is for a managed database (no db group): with db hosts, set "
+                "mysql_max_connections instead"
+            ),
+        )
+    for db, d in dbs.items() if apps else ():
+        yield from server(db, d, apps)
+        for app, a in apps.items():
+            yield from client(db, d, walls[db], app, a)
+        if true(walls[db]["firewall_enabled"]) and str(walls[db]["firewall_db_port"]) != str(
+            d["mysql_port"]
+        ):
+            yield (
+                (db,),
+                (
+                    f"firewall_db_port={walls[db]['firewall_db_port']} but MariaDB listens on "
+                    f"mysql_port={d['mysql_port']}: set db_port (both follow it), not either"
+                ),
+            )
+        if true(d["mysql_tls"]):
+            yield from tls_files(db, d)
+    for host, n in views["nginx"].items():
+        yield from web(host, n, views)
