@@ -1,0 +1,102 @@
+"""Applications no one here wrote, deployed by site.yml on the test fleet, through the
+forgetting firewall of the incident.
+
+The fleet (db1, app1, app2, web1) gets the stateful firewall on db1 that forgets idle flows
+after the inventory's ``network_idle_timeout`` (harness/conntrack.py). Each application of
+harness/apps.py is then converged with site.yml from packages on the index (the app role's
+``app_python_packages``, the plugin in its URL variable, Gunicorn with the kit's config),
+one after the other; beside it on app1, the same installation runs as its own documentation
+deploys it. After a quiet period past the firewall's limit, the kit answers every request
+through web1 with 2xx, while the documented setup hangs on its forgotten connections.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from harness import apps, conntrack
+from harness.fleet import Fleet
+from tests.conftest import own_fleet, report
+
+pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
+
+NETWORK_IDLE_TIMEOUT = 10
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Fleet]:
+    with own_fleet(
+        tmp_path_factory,
+        inventory_vars={"network_idle_timeout": NETWORK_IDLE_TIMEOUT},
+        name="ipka",
+    ) as fleet:
+        started = time.monotonic()
+        fleet.up()
+        conntrack.install_tools(fleet, "db1")
+        conntrack.install(fleet, "db1", NETWORK_IDLE_TIMEOUT)
+        report(
+            request, "apps", f"fleet booted, firewall on db1: {time.monotonic() - started:.0f} s"
+        )
+        yield fleet
+
+
+def deployed(fleet: Fleet, app: apps.App, request: pytest.FixtureRequest) -> None:
+    """Converge site.yml for ``app``; the app before it (same hosts, same port) is stopped."""
+    for other in apps.APPS.values():
+        if other is app:
+            continue
+        for host in ("app1", "app2"):
+            fleet.run(host, "systemctl", "disable", "--now", f"{other.name}.socket",
+                      f"{other.name}.service", check=False)  # fmt: skip
+        fleet.run("web1", "rm", "-f", f"/etc/nginx/sites-enabled/{other.name}.conf")
+    fleet.run("web1", "sh", "-c", "systemctl is-active -q nginx && systemctl reload nginx || true")
+    variables = apps.inventory_vars(app)
+    variables["app_extra_environment"]["MLFLOW_SERVER_ALLOWED_HOSTS"] = fleet.address("web1")
+    run = fleet.playbook("-e", json.dumps(variables), timeout=1800)
+    assert run.returncode == 0, run.output[-6000:]
+    report(request, "apps", f"{app.name}: site.yml converged in {run.seconds:.0f} s")
+    for setup in app.setup:
+        apps.send(fleet.url, setup, timeout=30)
+
+
+@pytest.mark.parametrize("name", sorted(apps.APPS))
+def test_idle_past_the_network_limit_kit_2xx_documented_setup_hangs(
+    fleet: Fleet, name: str, request: pytest.FixtureRequest
+) -> None:
+    app = apps.APPS[name]
+    deployed(fleet, app, request)
+    naive = apps.start_naive(fleet, "app1", app)
+    try:
+        # Every worker of both app hosts holds pooled connections, as after a day's traffic.
+        with apps.AppLoad(fleet.url, app, threads=4, timeout=30, rate=12) as warm:
+            time.sleep(4)
+        assert warm.failures == [], warm.failures[:3]
+        for _ in range(4):
+            assert apps.host_send(fleet, "app1", naive, app.read, 20)[0] == 200
+        dropped_before = conntrack.dropped(fleet, "db1")
+
+        time.sleep(NETWORK_IDLE_TIMEOUT + 4)  # the quiet night
+
+        with apps.AppLoad(fleet.url, app, threads=2, timeout=30, rate=12) as kit:
+            time.sleep(4)
+        documented = [apps.host_send(fleet, "app1", naive, app.read, 12) for _ in range(2)]
+    finally:
+        apps.stop_naive(fleet, "app1", app)
+    dropped = conntrack.dropped(fleet, "db1") - dropped_before
+    report(
+        request,
+        "apps",
+        f"{name}: idle {NETWORK_IDLE_TIMEOUT + 4} s past a {NETWORK_IDLE_TIMEOUT} s firewall "
+        f"limit: kit through web1 {len(kit.answers)} requests {dict(kit.statuses)}, slowest "
+        f"{kit.slowest:.2f} s | as documented on app1 "
+        f"{[(s, round(t, 1)) for s, t in documented]} | firewall dropped {dropped} packets",
+    )
+    assert len(kit.answers) >= 10 and kit.failures == [], kit.failures[:3]
+    assert any(s != 200 for s, _ in documented), f"{name} as documented survived: {documented}"
+    assert dropped > 0, "the firewall dropped nothing: the documented setup failed otherwise"
