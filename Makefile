@@ -15,7 +15,7 @@ WHEEL := ansible/roles/app/files/idleproof-$(VERSION)-py3-none-any.whl
 
 .DEFAULT_GOAL := help
 .PHONY: help venv run stop migrate test lint unit bench deploy testhost testhost-down clean \
-	wheel collection collections ansible-lint fleet fleet-down
+	wheel collection collections fleet fleet-down
 
 help: ## List the targets.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,19 +35,20 @@ run: venv ## Start a throwaway MariaDB and the app on http://127.0.0.1:8000.
 stop: ## Stop exactly what `make run` started.
 	scripts/run-local stop
 
-lint: venv ## ruff, mypy, ansible-lint and yamllint.
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(MAKE) --no-print-directory ansible-lint
+lint: collections ## The pre-commit hooks on every file: ruff, mypy, shellcheck, yamllint, ansible-lint.
+	scripts/install-system-deps lint
+	$(BIN)/pre-commit run --all-files
 
-unit: venv ## Fast tests only (no servers).
+unit: collections ## Fast tests only (no servers).
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
+# Fast first: lint and the tests that need no server stop a broken change in a minute or
+# two; then the tests that start servers and test hosts (scripts/run_tests.py).
 test: venv ## Everything: lint, unit, fault, deploy and bench-smoke tests, for real.
 	scripts/install-system-deps test
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python scripts/run-tests $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory unit
+	$(BIN)/python scripts/run_tests.py --slow $(PYTEST_ARGS)
 
 bench: venv ## The kit vs Flask-SQLAlchemy and the autocommit floor, scaling, faults (BENCH_ARGS=--help).
 	scripts/install-system-deps test
@@ -69,7 +70,7 @@ $(WHEEL): $(VENV)/.installed pyproject.toml docs/library.md $(shell find src -na
 	rm -rf build
 
 collections: venv $(WHEEL) ## Install the pinned Ansible collections; link ansible/ as idleproof.kit.
-	$(BIN)/python scripts/install-collections
+	$(BIN)/python scripts/install_collections.py
 
 collection: collections ## Build the collection idleproof.kit (with the wheel) into dist/.
 	mkdir -p dist
@@ -103,6 +104,3 @@ fleet: collections ## Boot the test fleet (4 hosts on a private bridge) and conv
 fleet-down: ## Power off the test fleet's hosts, stop its proxy, delete its bridge.
 	scripts/fleet down
 
-ansible-lint: collections ## ansible-lint (production profile) and yamllint on ansible/.
-	cd ansible && ../$(BIN)/yamllint --strict .
-	cd ansible && PATH="$(abspath $(BIN)):$$PATH" ansible-lint --profile production --offline

@@ -88,7 +88,7 @@ def start_naive(fleet: Fleet, host: str) -> str:
         "--property=RuntimeDirectory=" + f"{NAIVE_UNIT}-metrics",
         f"{RELEASE}/venv/bin/gunicorn",
         "--config",
-        f"{RELEASE}/gunicorn.conf.py",
+        "python:idleproof.gunicorn_conf",
         "--bind",
         f"127.0.0.1:{NAIVE_PORT}",
         # One worker: the naive engine's first connection (create_all, in the master under

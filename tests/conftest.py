@@ -1,27 +1,17 @@
-"""Fixtures that start real servers: a MariaDB with wait_timeout=2 and Gunicorn apps;
-the test fleets' common boot and teardown."""
+"""Fixtures that start real servers: a MariaDB with wait_timeout=2 and Gunicorn apps.
+What the test modules share besides fixtures is in tests/helpers.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness import ROOT
 from harness.faults import StallProxy
-from harness.fleet import Fleet
 from harness.gunicorn import GunicornServer, migrate
 from harness.mariadb import LocalMariaDB, start_mariadb
-from harness.testhost import snapshot_release
-
-# Short enough that "a quiet night" fits in a test, long enough to warm a pool.
-WAIT_TIMEOUT = 2
+from tests.helpers import WAIT_TIMEOUT
 
 
 @pytest.fixture(scope="session")
@@ -83,32 +73,3 @@ def kit_server(
         yield server
     finally:
         server.stop()
-
-
-def report(request: pytest.FixtureRequest, tag: str, line: str) -> None:
-    """Measured numbers go to the terminal even when the test passes: ``[tag] line``."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"[{tag}] {line}")
-
-
-@contextmanager
-def own_fleet(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Iterator[Fleet]:
-    """A fleet of its own for one test module (Fleet.for_test options), with a snapshot
-    of this checkout's release as its source; the caller boots it (fleet.up()) and may
-    prepare its inventory first. Removed even when a test fails, and checked to leave
-    nothing behind: no bridge, no host's link."""
-    if os.geteuid() != 0:
-        pytest.fail("the fleet tests boot systemd-nspawn hosts: run them as root (sudo make test)")
-    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
-    source = snapshot_release(tmp_path_factory.mktemp("release") / "v1")
-    fleet = Fleet.for_test(tmp_path_factory.mktemp("fleet"), source_dir=source, **options)
-    try:
-        yield fleet
-    finally:
-        links = fleet.links()
-        fleet.down()
-    assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
-    assert links and not [n for n in links if Path(f"/sys/class/net/{n}").exists()], links

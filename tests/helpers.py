@@ -1,14 +1,30 @@
-"""Helpers the test modules share (fixtures stay in conftest.py)."""
+"""What the test modules share besides fixtures (those are in conftest.py): the test
+server's idle limit, the protected engine as the engine tests see it, measured numbers on
+the terminal, and a test fleet of a module's own."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy.engine import Engine
 
+from harness import ROOT, conntrack
+from harness.fleet import Fleet
+from harness.testhost import snapshot_release
 from idleproof.engine import create_engine, guard_of
 from idleproof.guard import ConnectionGuard, Observer
 from idleproof.settings import Settings
+
+# Short enough that "a quiet night" fits in a test, long enough to warm a pool.
+WAIT_TIMEOUT = 2
 
 
 @dataclass
@@ -31,3 +47,48 @@ class Protected:
 
 def protected(settings: Settings, observer: Observer | None = None) -> Protected:
     return Protected(create_engine(settings, observer if observer is not None else Observer()))
+
+
+def report(request: pytest.FixtureRequest, tag: str, line: str) -> None:
+    """Measured numbers go to the terminal even when the test passes: ``[tag] line``."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"[{tag}] {line}")
+
+
+@contextmanager
+def own_fleet(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Iterator[Fleet]:
+    """A fleet of its own for one test module (Fleet.for_test options), with a snapshot
+    of this checkout's release as its source; the caller boots it (fleet.up()) and may
+    prepare its inventory first. Removed even when a test fails, and checked to leave
+    nothing behind: no bridge, no host's link."""
+    if os.geteuid() != 0:
+        pytest.fail("the fleet tests boot systemd-nspawn hosts: run them as root (sudo make test)")
+    subprocess.run([sys.executable, ROOT / "scripts" / "install_collections.py"], check=True)
+    source = snapshot_release(tmp_path_factory.mktemp("release") / "v1")
+    fleet = Fleet.for_test(tmp_path_factory.mktemp("fleet"), source_dir=source, **options)
+    try:
+        yield fleet
+    finally:
+        links = fleet.links()
+        fleet.down()
+    assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
+    assert links and not [n for n in links if Path(f"/sys/class/net/{n}").exists()], links
+
+
+@contextmanager
+def forgetting_fleet(
+    tmp_path_factory: pytest.TempPathFactory, name: str, limit: int
+) -> Iterator[Fleet]:
+    """A fleet of its own, booted, with a firewall on db1 that forgets idle flows after
+    ``limit`` seconds (harness/conntrack.py), installed before the app's first connection
+    so that every flow gets it; the inventory declares the same limit. Not converged."""
+    with own_fleet(
+        tmp_path_factory, inventory_vars={"network_idle_timeout": limit}, name=name
+    ) as fleet:
+        fleet.up()
+        conntrack.install_tools(fleet, "db1")
+        conntrack.install(fleet, "db1", limit)
+        yield fleet

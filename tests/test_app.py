@@ -15,7 +15,7 @@ from harness import free_port
 from harness.mariadb import LocalMariaDB
 from idleproof.flask import get_db
 from idleproof.settings import Settings
-from tests.conftest import WAIT_TIMEOUT
+from tests.helpers import WAIT_TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,9 @@ def app(mariadb: LocalMariaDB) -> Iterator[Flask]:
     )
     app = create_app(settings)
     yield app
-    get_db(app).engine.dispose()
+    engine = get_db(app).engine
+    assert engine is not None
+    engine.dispose()
 
 
 @pytest.fixture

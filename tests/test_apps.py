@@ -25,7 +25,7 @@ from harness import apps
 from harness.faults import vanish
 from harness.gunicorn import GunicornServer
 from harness.mariadb import LocalMariaDB
-from tests.conftest import WAIT_TIMEOUT, report
+from tests.helpers import WAIT_TIMEOUT, report
 
 pytestmark = pytest.mark.slow
 

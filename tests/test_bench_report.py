@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.configs import BENCH
 from bench.report import MARK_END, MARK_START, host_death_line, markdown, write_readme
+from bench.report_summary import summary
 from harness import ROOT
 
 RESULTS = BENCH / "results"
@@ -21,8 +22,8 @@ def test_results_md_is_rendered_from_results_json() -> None:
     assert markdown(results) == (RESULTS / "results.md").read_text()
 
 
-def test_readme_block_is_the_committed_report(tmp_path: Path) -> None:
-    table = (RESULTS / "results.md").read_text()
+def test_readme_block_is_the_committed_runs_summary(tmp_path: Path) -> None:
+    table = summary(json.loads((RESULTS / "results.json").read_text()))
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{MARK_START}\nold\n{MARK_END}\ntail\n")
     assert write_readme(table, readme)

@@ -20,7 +20,7 @@ import requests
 from harness import ROOT
 from harness.testhost import NspawnHost, snapshot_release
 from harness.traffic import Load
-from tests.conftest import report
+from tests.helpers import report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible]
 
@@ -35,7 +35,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NspawnHost]:
         pytest.fail(
             "the deploy tests boot a systemd-nspawn host: run them as root (sudo make test)"
         )
-    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
+    subprocess.run([sys.executable, ROOT / "scripts" / "install_collections.py"], check=True)
     source = snapshot_release(tmp_path_factory.mktemp("release"))
     testhost = NspawnHost(name=f"ipk-test-{os.getpid()}", source_dir=source)
     try:
@@ -129,8 +129,6 @@ def test_kit_doctor_passes_on_the_deployed_host(converged: NspawnHost) -> None:
         "doctor",
         "--env-file",
         "/etc/idle-proof/app.env",
-        "--gunicorn-config",
-        "/opt/idle-proof/current/gunicorn.conf.py",
         check=False,
     )
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr

@@ -11,7 +11,7 @@ import pytest
 
 from harness import ROOT, VENV_BIN, free_port
 from harness.mariadb import LocalMariaDB
-from tests.conftest import WAIT_TIMEOUT
+from tests.helpers import WAIT_TIMEOUT
 
 pytestmark = pytest.mark.slow
 

@@ -174,9 +174,10 @@ def test_a_transaction_left_open_is_still_rolled_back_on_return(mariadb: LocalMa
     with database.engine.connect() as conn:  # a read: no transaction on the server
         conn.execute(text("SELECT 1"))
     raw = database.engine.raw_connection()  # the same pooled connection, SQLAlchemy not watching
-    with raw.cursor() as cur:
-        cur.execute("BEGIN")
-        cur.execute("INSERT INTO notes (text) VALUES ('left open')")
+    cur = raw.cursor()
+    cur.execute("BEGIN")
+    cur.execute("INSERT INTO notes (text) VALUES ('left open')")
+    cur.close()
     raw.close()  # back to the pool with the INSERT uncommitted: the reset must roll it back
     with database.engine.connect() as conn:
         assert conn.execute(text("SELECT @@in_transaction")).scalar_one() == 0

@@ -17,7 +17,8 @@ from harness.faults import StallProxy
 from harness.gunicorn import GunicornServer, migrate
 from harness.mariadb import LocalMariaDB, start_mariadb
 from harness.scenarios import SCENARIOS, FaultContext, Outcome, run_scenario
-from tests.conftest import WAIT_TIMEOUT, AppFactory
+from tests.conftest import AppFactory
+from tests.helpers import WAIT_TIMEOUT
 
 pytestmark = pytest.mark.slow
 

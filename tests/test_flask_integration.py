@@ -31,7 +31,7 @@ from idleproof import plugin
 from idleproof.engine import is_protected
 from idleproof.flask import RETRY_AFTER, IdleProof
 from idleproof.settings import SETTINGS, SettingsError
-from tests.conftest import WAIT_TIMEOUT, report
+from tests.helpers import WAIT_TIMEOUT, report
 
 pytestmark = pytest.mark.slow
 

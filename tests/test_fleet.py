@@ -22,7 +22,7 @@ import yaml
 
 from harness.fleet import Fleet
 from harness.testhost import PlaybookRun
-from tests.conftest import own_fleet, report
+from tests.helpers import own_fleet, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
@@ -108,7 +108,7 @@ def leaks(output: str, fleet: Fleet) -> list[str]:
 
 def test_no_password_shows_at_vvv(converged: Fleet, rerun: PlaybookRun) -> None:
     # The migration did run at -vvv, and its task hid its stdin (the migration user's URL).
-    assert "Upgrade the schema to this release's head" in rerun.output
+    assert "Migrate the schema to this release, once per run" in rerun.output
     assert leaks(rerun.output, converged) == []
 
 
@@ -260,7 +260,7 @@ def test_the_app_user_is_refused_in_plaintext_and_verifies_the_server(
 def doctor_task_output(run: PlaybookRun) -> str:
     """What the app play's idleproof doctor task printed, over every batch of the rolling play
     (serial: one app host per batch, so the task appears once per host)."""
-    parts = run.output.split("TASK [app : Run idleproof doctor on this host.]")[1:]
+    parts = run.output.split("TASK [idleproof.kit.app : Run idleproof doctor on this host.]")[1:]
     assert parts, "the app play ran no idleproof doctor task"
     return "".join(part.split("TASK [")[0] for part in parts)
 
@@ -274,8 +274,7 @@ def test_kit_doctor_reports_the_encryption_on_each_app_host(
     for host in ("app1", "app2"):
         doctor = converged.run(
             host, "/opt/idle-proof/current/venv/bin/idleproof", "doctor", "--env-file",
-            "/etc/idle-proof/app.env", "--gunicorn-config",
-            "/opt/idle-proof/current/gunicorn.conf.py", "--systemd-unit",
+            "/etc/idle-proof/app.env", "--systemd-unit",
             "/etc/systemd/system/idle-proof.service", "--json", check=False,
         )  # fmt: skip
         checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}

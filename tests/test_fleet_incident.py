@@ -43,7 +43,7 @@ from harness.incident import (
     stop_naive,
 )
 from idleproof.settings import Settings
-from tests.conftest import own_fleet, report
+from tests.helpers import forgetting_fleet, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
@@ -59,16 +59,8 @@ RUNBOOK_SUBSTITUTIONS = {"--max-seconds 900": f"--max-seconds {NETWORK_IDLE_TIME
 def fleet(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Fleet]:
-    with own_fleet(
-        tmp_path_factory,
-        inventory_vars={"network_idle_timeout": NETWORK_IDLE_TIMEOUT},
-        name="ipki",
-    ) as fleet:
-        started = time.monotonic()
-        fleet.up()
-        # The firewall comes before the app's first connection: every flow gets its limit.
-        conntrack.install_tools(fleet, "db1")
-        conntrack.install(fleet, "db1", declared_limit(fleet))
+    started = time.monotonic()
+    with forgetting_fleet(tmp_path_factory, "ipki", NETWORK_IDLE_TIMEOUT) as fleet:
         converge = fleet.playbook()
         assert converge.returncode == 0, converge.output[-6000:]
         report(
@@ -162,8 +154,7 @@ def test_probe_idle_on_app1_finds_the_silent_drop(
 
 
 def doctor(fleet: Fleet, host: str, env_file: str) -> subprocess.CompletedProcess[str]:
-    config = f"--gunicorn-config={RELEASE}/gunicorn.conf.py"
-    return fleet.run(host, KIT, "doctor", f"--env-file={env_file}", config, check=False)
+    return fleet.run(host, KIT, "doctor", f"--env-file={env_file}", check=False)
 
 
 def test_doctor_on_app1_fails_a_recycle_above_the_limit(fleet: Fleet) -> None:

@@ -63,7 +63,7 @@ def test_env_file_reader(content: bytes) -> None:
 def test_nginx_and_systemd_readers(content: bytes) -> None:
     for read, name in ((read_proxy_read_timeout, "server.conf"), (read_unit, "x.service")):
         try:
-            value = read(written(content, name))  # type: ignore[operator]
+            value = read(written(content, name))
         except UsageError as exc:
             one_line(str(exc))
         else:

@@ -71,7 +71,7 @@ def ansible(
 @pytest.fixture(scope="module", autouse=True)
 def collections() -> None:
     subprocess.run(
-        [sys.executable, ANSIBLE_DIR.parent / "scripts" / "install-collections"], check=True
+        [sys.executable, ANSIBLE_DIR.parent / "scripts" / "install_collections.py"], check=True
     )
 
 
@@ -382,7 +382,7 @@ def test_the_mlflow_example_deploys_what_the_app_tests_run() -> None:
 def test_inconsistent_example_inventory_names_what_to_change(
     overrides: dict[str, object], message: str
 ) -> None:
-    returncode, messages = preflight(**overrides)
+    returncode, messages = preflight(EXAMPLE, **overrides)
     assert returncode != 0
     assert messages and all(message in m for m in messages), messages
     assert all("\n" not in m for m in messages), messages

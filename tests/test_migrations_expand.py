@@ -16,7 +16,8 @@ import requests
 
 from harness import ROOT, VENV_BIN
 from harness.mariadb import LocalMariaDB
-from tests.conftest import WAIT_TIMEOUT, AppFactory
+from tests.conftest import AppFactory
+from tests.helpers import WAIT_TIMEOUT
 
 pytestmark = pytest.mark.slow
 

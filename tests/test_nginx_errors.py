@@ -17,8 +17,9 @@ import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from harness import free_port
 from harness.gunicorn import GunicornServer
-from harness.nginx import NginxServer, RawResponse, free_port, send_raw
+from harness.nginx import NginxServer, RawResponse, send_raw
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ import requests
 
 from harness.gunicorn import GunicornServer
 from harness.nginx import SITE, NginxServer, role_main_settings, send_raw
-from tests.conftest import report
+from tests.helpers import report
 
 pytestmark = pytest.mark.slow
 

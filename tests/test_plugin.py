@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import subprocess
 import textwrap
 import threading
 import time
@@ -28,14 +27,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine import url as sa_url
 from sqlalchemy.exc import OperationalError
 
-from harness import VENV_BIN
 from harness.faults import vanish
 from harness.gunicorn import GunicornServer
 from harness.mariadb import LocalMariaDB
 from idleproof import plugin
 from idleproof.engine import guard_of, is_protected
 from idleproof.settings import SETTINGS, SettingsError
-from tests.conftest import WAIT_TIMEOUT, report
+from tests.helpers import WAIT_TIMEOUT, report
 
 pytestmark = pytest.mark.slow
 
@@ -408,38 +406,6 @@ NO_POST_FORK = """\
 """
 
 
-class ConfiguredGunicorn(GunicornServer):
-    """``gunicorn --config CONFIG APP`` from ``cwd`` (GunicornServer runs the repo's
-    gunicorn.conf.py from the repo root)."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, app: str, cwd: Path, config: str):
-        super().__init__(env, log_path, app=app, workers=2)
-        self.cwd = cwd
-        self.config = config
-
-    def start(self, timeout: float = 60) -> ConfiguredGunicorn:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "gunicorn"), "--config", self.config, self.app],
-            cwd=self.cwd,
-            env=self.env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,  # its own process group: stop() ends master and workers
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited; see {self.log_path}")
-            try:
-                if requests.get(f"{self.url}/healthz", timeout=1).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not answer in {timeout}s; see {self.log_path}")
-
-
 def serve_concurrently(server: GunicornServer) -> list[dict[str, int]]:
     """Concurrent requests until both workers answered (each holds one for 0.3 s)."""
     answers: list[dict[str, int]] = []
@@ -470,7 +436,7 @@ def run_preloaded_app(
         "GUNICORN_PRELOAD_APP": "true",
     }
     log_path = tmp_path / f"{name}.log"
-    server = ConfiguredGunicorn(env, log_path, "plugin_app:app", tmp_path, config)
+    server = GunicornServer(env, log_path, "plugin_app:app", config=config, cwd=tmp_path)
     try:
         server.start()
         answers = serve_concurrently(server)

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from harness import free_port
 from harness.gunicorn import GunicornServer
 from harness.mariadb import LocalMariaDB
-from harness.nginx import NginxServer, free_port, send_raw
+from harness.nginx import NginxServer, send_raw
 from idleproof.proxy import ProxyHeaders
-from tests.conftest import WAIT_TIMEOUT, AppFactory
+from tests.conftest import AppFactory
+from tests.helpers import WAIT_TIMEOUT
 
 pytestmark = pytest.mark.slow
 

@@ -35,7 +35,7 @@ from harness.rolling import (
     upstream,
 )
 from harness.traffic import Load
-from tests.conftest import own_fleet, report
+from tests.helpers import own_fleet, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible_collections.idleproof.kit.plugins.plugin_utils import inventory
+from ansible_collections.idleproof.kit.plugins.plugin_utils.inventory import report
 
 from idleproof import rules
 from idleproof.ops import checks
@@ -274,7 +274,7 @@ def check_inventory(**changes: dict[str, Any]) -> tuple[int, list[str]]:
         "db": {"db1": {**DB, **changes.get("db", {})}},
         "web": {"web1": {**WEB, **changes.get("web", {})}},
     }
-    lines = inventory.report(fleet)
+    lines = report(fleet)
     return (1 if lines else 0), lines
 
 

@@ -32,7 +32,8 @@ from harness.faults import vanish
 from harness.hot import HOT_ENV
 from harness.mariadb import LocalMariaDB
 from harness.scenarios import FaultContext, hit, warm
-from tests.conftest import WAIT_TIMEOUT, AppFactory
+from tests.conftest import AppFactory
+from tests.helpers import WAIT_TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -115,7 +116,6 @@ def test_every_runbook_command_runs(
     # Deployed paths and production durations -> this test's servers and seconds.
     substitutions = {
         "/etc/idle-proof/app.env": str(env_file),
-        "/opt/idle-proof/current/gunicorn.conf.py": str(ROOT / "gunicorn.conf.py"),
         "--unix-socket /run/idle-proof/gunicorn.sock http://localhost": app_url,
         "--max-seconds 900": "--max-seconds 4",
         "LIMIT=300": f"LIMIT={WAIT_TIMEOUT}",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from idleproof.settings import Settings, SettingsError, default_recycle
+from idleproof.rules import default_recycle
+from idleproof.settings import Settings, SettingsError
 
 URL = "mysql+pymysql://app:secret@127.0.0.1:3306/app"
 

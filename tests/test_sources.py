@@ -51,12 +51,12 @@ def rendered(role: str, name: str, **inventory: Any) -> Any:
     return Templar(DataLoader(), variables=variables).template(variables[name])
 
 
-def test_readme_settings_table_is_generated_from_the_table() -> None:
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(r"<!-- settings:start[^\n]*-->\n(.*?)<!-- settings:end -->", readme, re.S)
-    assert found, "README.md lost its settings markers"
+def test_the_settings_table_is_generated_from_the_table() -> None:
+    page = (ROOT / "docs" / "settings.md").read_text()
+    found = re.search(r"<!-- settings:start[^\n]*-->\n(.*?)<!-- settings:end -->", page, re.S)
+    assert found, "docs/settings.md lost its settings markers"
     assert found.group(1) == markdown_table(), (
-        "README.md's settings table is stale: replace it with the output of "
+        "docs/settings.md's settings table is stale: replace it with the output of "
         "`idleproof settings --markdown`"
     )
 
@@ -66,10 +66,10 @@ def test_ansible_readme_variables_table_is_generated_from_the_roles() -> None:
     readme = (ROOT / "ansible" / "README.md").read_text()
     found = re.search(r"<!-- variables:start[^\n]*-->\n(.*?)<!-- variables:end -->", readme, re.S)
     assert found, "ansible/README.md lost its variables markers"
-    table = runpy.run_path(str(ROOT / "scripts" / "ansible-variables"))["table"]()
+    table = runpy.run_path(str(ROOT / "scripts" / "ansible_variables.py"))["table"]()
     assert found.group(1) == table, (
         "ansible/README.md's variables table is stale: replace it with the output of "
-        "`.venv/bin/python scripts/ansible-variables`"
+        "`.venv/bin/python scripts/ansible_variables.py`"
     )
     for role in ROLE_NAMES:
         specs = load(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]
@@ -187,9 +187,9 @@ def test_canonical_files_obey_the_rules_with_the_defaults() -> None:
 
 def test_canonical_files_are_the_role_templates_rendered() -> None:
     """systemd/ and nginx/ hold the roles' templates rendered for one host: a change to a
-    template that is not rendered again (scripts/render-canonical) fails here."""
+    template that is not rendered again (scripts/render_canonical.py) fails here."""
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "render-canonical"), "--check"],
+        [sys.executable, str(ROOT / "scripts" / "render_canonical.py"), "--check"],
         capture_output=True,
         text=True,
         check=False,

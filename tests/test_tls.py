@@ -11,6 +11,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -105,16 +106,16 @@ def test_a_user_that_requires_ssl_cannot_log_in_in_plaintext(
     tls_server.execute(
         "CREATE USER IF NOT EXISTS 'secure'@'127.0.0.1' IDENTIFIED BY 'secure-pw' REQUIRE SSL"
     )
-    login = {
-        "host": "127.0.0.1",
-        "port": tls_server.port,
-        "user": "secure",
-        "password": "secure-pw",
-    }
+
+    def login(**tls: Any) -> pymysql.connections.Connection[pymysql.cursors.Cursor]:
+        return pymysql.connect(
+            host="127.0.0.1", port=tls_server.port, user="secure", password="secure-pw", **tls
+        )
+
     with pytest.raises(pymysql.err.OperationalError) as refused:
-        pymysql.connect(**login, ssl_disabled=True)  # type: ignore[arg-type]
+        login(ssl_disabled=True)
     assert refused.value.args[0] == 1045  # Access denied
-    pymysql.connect(**login, ssl_ca=str(certificates.ca), ssl_verify_identity=True).close()  # type: ignore[arg-type]
+    login(ssl_ca=str(certificates.ca), ssl_verify_identity=True).close()
 
 
 def doctor_tls(url: str, ca: Path | str, tmp_path: Path) -> dict[str, str]:
@@ -129,7 +130,8 @@ def doctor_tls(url: str, ca: Path | str, tmp_path: Path) -> dict[str, str]:
         check=False,
     )
     rows = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
-    return rows.get("TLS") or rows["database connection"]
+    found: dict[str, str] = rows.get("TLS") or rows["database connection"]
+    return found
 
 
 def test_doctor_reports_the_encryption(

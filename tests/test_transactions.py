@@ -91,4 +91,5 @@ def test_a_view_can_ask_for_one_snapshot(mariadb: LocalMariaDB) -> None:
         assert db.session.scalar(select(func.count(Note.id))) == before
         db.remove_session()
         assert db.session.scalar(select(func.count(Note.id))) == (before or 0) + 1
+    assert db.engine is not None
     db.engine.dispose()

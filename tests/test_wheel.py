@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness import ROOT, VENV_BIN
-from tests.conftest import report
+from tests.helpers import report
 
 pytestmark = pytest.mark.slow
 

@@ -98,7 +98,10 @@ def protect(
     autocommit: bool = False,
 ) -> ConnectionGuard:
     """Put the kit's protection on an engine whose pool was built with
-    :func:`pool_options`; remember it for :func:`dispose_after_fork`."""
+    :func:`pool_options`; remember it for :func:`dispose_after_fork`. An engine protected
+    already (the plugin named twice, say) keeps the guard it has."""
+    if engine in _PROTECTED:
+        return _PROTECTED[engine]
     guard = ConnectionGuard(settings, observer)
     engine.pool.observer = guard.observer  # type: ignore[attr-defined]
 

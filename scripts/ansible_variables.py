@@ -7,7 +7,7 @@ by Ansible and by the preflight), and the preflight's checks across hosts (the c
 plugins/plugin_utils: wiring, agreement, release, the app's rules). tests/test_sources.py
 keeps the README equal to this.
 
-    .venv/bin/python scripts/ansible-variables
+    .venv/bin/python scripts/ansible_variables.py
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-# ansible/ as the collection idleproof.kit, where scripts/install-collections links it and
+# ansible/ as the collection idleproof.kit, where scripts/install_collections.py links it and
 # Ansible finds it: the preflight's modules are imported as Ansible imports them.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ansible" / ".collections"))
 

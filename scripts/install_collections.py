@@ -9,7 +9,7 @@ the collections come from the Ansible community package on PyPI, which bundles t
 wheel, pinned by version and sha256, cached outside the repo. Only the collections named in
 requirements.yml are extracted, and each must have exactly the pinned version.
 
-    .venv/bin/python scripts/install-collections
+    .venv/bin/python scripts/install_collections.py
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ CACHE = Path(os.environ.get("IDLE_PROOF_CACHE", "/var/cache/idle-proof-kit")) / 
 
 
 def die(message: str) -> None:
-    sys.exit(f"install-collections: {message}")
+    sys.exit(f"install_collections.py: {message}")
 
 
 def pinned() -> dict[str, str]:
@@ -62,9 +62,19 @@ def wheel() -> Path:
         CACHE.mkdir(parents=True, exist_ok=True)
         version = WHEEL.split("-")[1]
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--only-binary=:all:", "--disable-pip-version-check",
-             "-d", str(CACHE), f"ansible=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "-d",
+                str(CACHE),
+                f"ansible=={version}",
+            ],
             check=True,
         )
     if hashlib.sha256(path.read_bytes()).hexdigest() != WHEEL_SHA256:
@@ -80,7 +90,7 @@ def link_own_collection() -> None:
     if link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(Path("..") / ".." / "..")  # ansible/.collections/ansible_collections/idleproof
-    print(f"install-collections: idleproof.kit -> {link.relative_to(ROOT)} (this checkout)")
+    print(f"install_collections.py: idleproof.kit -> {link.relative_to(ROOT)} (this checkout)")
 
 
 def main() -> None:
@@ -95,13 +105,15 @@ def main() -> None:
             members = [m for m in zf.namelist() if m.startswith(prefix)]
             manifest = json.loads(zf.read(prefix + "MANIFEST.json"))["collection_info"]
             if manifest["version"] != version:
-                die(f"{WHEEL} carries {name} {manifest['version']}, not {version}: "
-                    f"pin {name} to {manifest['version']} in {REQUIREMENTS} or change WHEEL")
+                die(
+                    f"{WHEEL} carries {name} {manifest['version']}, not {version}: "
+                    f"pin {name} to {manifest['version']} in {REQUIREMENTS} or change WHEEL"
+                )
             dest = TARGET.joinpath(*name.split("."))
             shutil.rmtree(dest, ignore_errors=True)
             for member in members:
                 zf.extract(member, TARGET.parent)
-            print(f"install-collections: {name} {version} -> {dest.relative_to(ROOT)}")
+            print(f"install_collections.py: {name} {version} -> {dest.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

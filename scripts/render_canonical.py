@@ -6,8 +6,8 @@ files in systemd/ and nginx/ are those templates rendered with the values of a s
 that runs the reference app with nginx in front (the layout of `make deploy`), so they stand
 on their own for a user without Ansible. tests/test_sources.py fails when they differ.
 
-    .venv/bin/python scripts/render-canonical          # rewrite them
-    .venv/bin/python scripts/render-canonical --check  # exit 1 when one is out of date
+    .venv/bin/python scripts/render_canonical.py          # rewrite them
+    .venv/bin/python scripts/render_canonical.py --check  # exit 1 when one is out of date
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ FILES = {
 
 def environment() -> jinja2.Environment:
     """Jinja as Ansible's template module sets it up, with the filters the templates use."""
-    env = jinja2.Environment(trim_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        trim_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined
+    )
     env.filters["bool"] = bool
     env.tests["match"] = lambda value, pattern: re.match(pattern, value) is not None
     return env
@@ -73,17 +75,19 @@ def rendered() -> dict[Path, str]:
     env = environment()
     out = {}
     for template, target in FILES.items():
-        managed = f"rendered from ansible/roles/{template} by scripts/render-canonical"
+        managed = f"rendered from ansible/roles/{template} by scripts/render_canonical.py"
         text = env.from_string((ROLES / template).read_text())
         out[ROOT / target] = text.render(**VALUES, ansible_managed=managed)
     return out
 
 
 def main(args: list[str]) -> int:
-    stale = [path for path, text in rendered().items() if not path.exists() or path.read_text() != text]
+    stale = [
+        path for path, text in rendered().items() if not path.exists() or path.read_text() != text
+    ]
     if "--check" in args:
         for path in stale:
-            print(f"{path.relative_to(ROOT)} is out of date: run scripts/render-canonical")
+            print(f"{path.relative_to(ROOT)} is out of date: run scripts/render_canonical.py")
         return 1 if stale else 0
     for path, text in rendered().items():
         path.parent.mkdir(parents=True, exist_ok=True)

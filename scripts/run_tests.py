@@ -7,8 +7,9 @@ pytest processes of their own, at the same time as one process running everythin
 Each process writes its own log under .run/tests/; a log is printed whole when its process
 ends, and the exit status is the first failure's (0 when all passed).
 
-    scripts/run-tests                 # everything (make test)
-    scripts/run-tests tests/test_x.py # any pytest arguments: one plain pytest run instead
+    scripts/run_tests.py                 # everything
+    scripts/run_tests.py --slow          # all but the tests `make unit` ran (make test)
+    scripts/run_tests.py tests/test_x.py # any pytest arguments: one plain pytest run instead
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ def fleet_modules() -> list[str]:
 
 
 def main(args: list[str]) -> int:
+    # --slow: the tests that need no server already ran (make unit), leave them out.
+    main_group = "slow and not fleet" if args[:1] == ["--slow"] else "not fleet"
+    args = args[1:] if args[:1] == ["--slow"] else args
     if args:
         return subprocess.run([*PYTEST, *args], cwd=ROOT, check=False).returncode
     modules = fleet_modules()
-    groups = {"main": ["-m", "not fleet"]} | {Path(m).stem: [m] for m in modules}
+    groups = {"main": ["-m", main_group]} | {Path(m).stem: [m] for m in modules}
     LOGS.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
     for name, group_args in groups.items():
@@ -49,7 +53,7 @@ def main(args: list[str]) -> int:
                 [*PYTEST, *group_args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
             )
         running[name] = (process, log, time.monotonic())
-        print(f"run-tests: {name} started ({' '.join(group_args)}), log {log}", flush=True)
+        print(f"run_tests: {name} started ({' '.join(group_args)}), log {log}", flush=True)
     status = 0
     while running:
         time.sleep(2)
@@ -58,7 +62,7 @@ def main(args: list[str]) -> int:
                 continue
             del running[name]
             took = time.monotonic() - started
-            print(f"\n===== run-tests: {name}, exit {process.returncode}, {took:.0f} s =====")
+            print(f"\n===== run_tests: {name}, exit {process.returncode}, {took:.0f} s =====")
             print(log.read_text(errors="replace"), flush=True)
             status = status or process.returncode
     return status
