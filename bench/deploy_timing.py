@@ -33,7 +33,7 @@ def time_deploy(progress: Progress, raw: Path) -> dict[str, Any]:
     someone is already using (``idle-proof-local``) is never torn down; then it converges
     again (the idempotent re-run) and removes its host.
     """
-    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
+    subprocess.run([sys.executable, ROOT / "scripts" / "install_collections.py"], check=True)
     with tempfile.TemporaryDirectory(prefix="bench-release-") as release:
         host = NspawnHost(
             name=f"ipk-bench-{os.getpid()}", source_dir=snapshot_release(Path(release))

@@ -26,7 +26,7 @@ from idleproof.settings import Settings
 
 def time_host_death(progress: Progress, raw: Path) -> dict[str, Any]:
     """Boot and converge a fleet, power db1 off under load and on again; the figures."""
-    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
+    subprocess.run([sys.executable, ROOT / "scripts" / "install_collections.py"], check=True)
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         fleet = Fleet.for_test(
             Path(tmp), source_dir=snapshot_release(Path(tmp) / "release"), name="ipkb"

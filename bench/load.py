@@ -98,7 +98,7 @@ def run_wrk(url: str, mode: str, load: Load) -> WrkRun:
         str(WRK_SCRIPT),
         url,
         "--",
-        mode,
+        *mode.split(),
         *(["close"] if load.close else []),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout

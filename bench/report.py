@@ -1,4 +1,5 @@
-"""The report: ``results.md`` (markdown, one small function per section) and the README block.
+"""The report: ``results.md`` (markdown, one small function per section), and the README's
+block (:mod:`bench.report_summary`).
 
 Every section reads the results dictionary that ``results.json`` holds, so a report can be
 rendered again from a saved run. What the kit costs and why (targets, statements, the
@@ -226,6 +227,42 @@ def rolling_line(r: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def apps_table(costs: dict[str, Any] | None) -> list[str]:
+    """The plugin and the kit's Gunicorn config on other people's applications."""
+    if not costs:
+        return []
+    lines = [
+        "",
+        "**Applications no one here wrote** (`bench/apps.py`, installed unmodified from the "
+        "index): each one's busiest read, as its documentation deploys it and with "
+        "`?plugin=idleproof` and `--config python:idleproof.gunicorn_conf`, in interleaved "
+        "rounds (medians; kit ÷ documented above 1: the kit is faster).",
+        "",
+        "| application | read | documented req/s | kit req/s | kit ÷ documented "
+        "| documented p50 ms | kit p50 ms | documented CPU µs/req | kit CPU µs/req |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, runs in costs.items():
+        (read,) = runs["kit"]
+        kit, documented = runs["kit"][read], runs["as documented"][read]
+        lines.append(
+            _row(
+                [
+                    name,
+                    f"`GET {read}`",
+                    f"{documented['rps_median']:.0f}",
+                    f"{kit['rps_median']:.0f}",
+                    f"{documented['kit_ratio']:.2f}",
+                    f"{documented['p50_ms']:.2f}",
+                    f"{kit['p50_ms']:.2f}",
+                    f"{documented['app_cpu_us']:.0f}",
+                    f"{kit['app_cpu_us']:.0f}",
+                ]
+            )
+        )
+    return lines
+
+
 def run_line(results: dict[str, Any]) -> list[str]:
     m, v = results["machine"], results["versions"]
     phases = ", ".join(f"{name} {s:.0f} s" for name, s in results.get("phases", {}).items())
@@ -251,6 +288,7 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("scaling"):
         lines += scaling_tables(results["scaling"])
     lines += fault_sections(results.get("faults"), results.get("hot_faults"))
+    lines += apps_table(results.get("apps"))
     lines += deploy_line(results.get("deploy")) + rolling_line(results.get("rolling"))
     lines += host_death_line(results.get("host_death"))
     lines += run_line(results)
@@ -266,6 +304,6 @@ def write_readme(table: str, readme: Path) -> bool:
         return False
     before, rest = text.split(MARK_START, 1)
     _, after = rest.split(MARK_END, 1)
-    block = f"{MARK_START}\n{table}\n![benchmark chart](bench/results/chart.png)\n{MARK_END}"
+    block = f"{MARK_START}\n{table}{MARK_END}"
     readme.write_text(before + block + after)
     return True

@@ -34,7 +34,7 @@ def figures(rolled: Rolled) -> dict[str, Any]:
 def time_rolling(progress: Progress, raw: Path) -> dict[str, Any]:
     """Boot and converge a fleet, then time a rolling redeploy of a new release and one of a
     broken release (which must stop on the first host); the fleet is removed afterwards."""
-    subprocess.run([sys.executable, ROOT / "scripts" / "install-collections"], check=True)
+    subprocess.run([sys.executable, ROOT / "scripts" / "install_collections.py"], check=True)
     with tempfile.TemporaryDirectory(prefix="bench-rolling-") as tmp:
         work = Path(tmp)
         source = snapshot_release(work / "v1")

@@ -8,7 +8,8 @@ recycle only, the plain autocommit engine with the kit's ORM views and without t
 
 Phases, each timed: throughput (interleaved rounds, both endpoints), the statements each
 configuration sends, where the kit's time goes (in process), scaling (worker counts and
-classes, nginx in front, memory per worker), the hot fault matrix (busy connections),
+classes, nginx in front, memory per worker), applications no one here wrote (as
+documented and with the kit), the hot fault matrix (busy connections),
 the idle fault matrix (MariaDB restarted with ``wait_timeout=2``), ``make deploy``
 timings (``--no-deploy`` skips) and the database host's death on a test fleet
 (``--no-host-death`` skips).
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.apps import app_costs
 from bench.chart import chart
 from bench.configs import (
     BENCH,
@@ -44,6 +46,7 @@ from bench.load import Load, seed_notes, statements_per_request, throughput
 from bench.micro import where_time_goes
 from bench.progress import Progress
 from bench.report import README, markdown, write_readme
+from bench.report_summary import summary
 from bench.rolling_timing import time_rolling
 from bench.scaling import WORKER_SETUPS, scaling
 from harness.gunicorn import migrate
@@ -76,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--micro-iterations", type=int, default=1500, help="0 skips it")
     p.add_argument("--scaling-rounds", type=int, default=5, help="0 skips scaling")
     p.add_argument("--scaling-connections", type=int, default=16)
+    p.add_argument("--app-rounds", type=int, default=3, help="third-party apps; 0 skips them")
     p.add_argument(
         "--no-deploy",
         dest="deploy",
@@ -118,6 +122,7 @@ def total_steps(args: argparse.Namespace) -> int:
     return int(
         args.rounds * len(args.configs) * len(ENDPOINTS)
         + scaling_runs
+        + args.app_rounds * 2 * 2
         + faults
         + (3 if args.deploy else 0)
         + (2 if args.host_death else 0)
@@ -148,6 +153,9 @@ def measure_on_mariadb(
             results["scaling"] = scaling(
                 db, wide, args.scaling_rounds, args.workers, raw, progress, args.warmup
             )
+    if args.app_rounds:
+        with progress.phase("apps"):
+            results["apps"] = app_costs(db, load, args.app_rounds, progress, args.warmup)
     if args.fault_configs and args.hot_scenarios:
         with progress.phase("hot faults"):
             results["hot_faults"] = hot_matrix(
@@ -188,7 +196,7 @@ def write_outputs(results: dict[str, Any], args: argparse.Namespace, progress: P
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     chart(results, args.out / "chart.png")
     if not args.no_readme:
-        updated = write_readme(table, args.readme)
+        updated = write_readme(summary(results), args.readme)
         progress(
             f"README: {'updated' if updated else 'markers missing, results.md only'}", count=False
         )

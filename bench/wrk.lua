@@ -1,10 +1,15 @@
--- wrk script for the benchmark: `wrk ... -s bench/wrk.lua URL -- get|post [close]`.
+-- wrk script for the benchmark: `wrk ... -s bench/wrk.lua URL -- get|post [close] [auth=B64]`.
 -- "post" sends POST with a JSON note; "close" asks for a new connection per request (what
--- nginx does towards Gunicorn); done() prints one machine-readable line.
+-- nginx does towards Gunicorn); "auth=" sends HTTP Basic credentials (base64 of user:pass);
+-- done() prints one machine-readable line.
 
 function init(args)
-  if args[2] == "close" then
-    wrk.headers["Connection"] = "close"
+  for i = 2, #args do
+    if args[i] == "close" then
+      wrk.headers["Connection"] = "close"
+    elseif args[i]:sub(1, 5) == "auth=" then
+      wrk.headers["Authorization"] = "Basic " .. args[i]:sub(6)
+    end
   end
   if args[1] == "post" then
     wrk.method = "POST"
