@@ -19,7 +19,6 @@ import shutil
 import tempfile
 from typing import Any
 
-from idleproof import plugin as _plugin
 from idleproof.settings import SettingsError
 
 __all__ = [
@@ -225,6 +224,10 @@ if metrics_port and not (metrics_port.isdigit() and 1024 <= int(metrics_port) <=
 #                      here, before preload_app imports the application. Default: off
 #                      (the URL's ?plugin=idleproof works without it).
 #
+
+# Only now: the plugin imports idleproof.metrics, which picks its storage from
+# PROMETHEUS_MULTIPROC_DIR when imported (set above).
+from idleproof import plugin as _plugin  # noqa: E402
 
 try:
     _plugin.enable_for_all_engines()
