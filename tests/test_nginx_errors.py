@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from harness import free_port
@@ -241,6 +241,14 @@ def requests_with_odd_parts(draw: st.DrawFn) -> tuple[bytes, bytes]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(request=requests_with_odd_parts())
+# A method nginx takes and Gunicorn refuses, on the location that only loopback may ask.
+@example(
+    request=(
+        b"A",
+        b"A /metrics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 16\r\nConnection: close\r\n\r\n{"text": "fuzz"}',
+    )
+)
 def test_any_request_gets_json_for_any_error(
     nginx: NginxServer, request: tuple[bytes, bytes]
 ) -> None:
