@@ -124,7 +124,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| kit |" in (out / "results.md").read_text()
     text = readme.read_text()
-    assert "| kit |" in text and "old" not in text and text.endswith("tail\n")
+    assert "| the kit ÷" in text and "old" not in text and text.endswith("tail\n")
     assert "bench/results/chart.png" in text
     assert "not measured" in text
     assert _digest(BENCH / "results") == committed, "the smoke run wrote into bench/results"
