@@ -165,6 +165,8 @@ def test_every_runbook_command_runs(
     assert '"status":"ready"' in out.replace(" ", "")  # /readyz
     assert f"first request after {WAIT_TIMEOUT + 5} s idle: HTTP 200" in out
     assert "ansible-playbook" in out  # make -n deploy
+    assert re.search(r"SUCCESS: \d+ rules found", out)  # promtool check rules
+    assert re.search(r"idleproof\.rules\.test\.yml\n\s*SUCCESS", out)  # promtool test rules
 
     # The journal pipelines again, on the real logs those units would have written.
     found = ""
