@@ -19,7 +19,6 @@ import shutil
 import tempfile
 from typing import Any
 
-from idleproof import plugin as _plugin
 from idleproof.settings import SettingsError
 
 __all__ = [
@@ -226,6 +225,10 @@ if metrics_port and not (metrics_port.isdigit() and 1024 <= int(metrics_port) <=
 #                      (the URL's ?plugin=idleproof works without it).
 #
 
+# Only now: the plugin imports idleproof.metrics, which picks its storage from
+# PROMETHEUS_MULTIPROC_DIR when imported (set above).
+from idleproof import plugin as _plugin  # noqa: E402
+
 try:
     _plugin.enable_for_all_engines()
 except SettingsError as _exc:
@@ -256,6 +259,12 @@ def when_ready(server: Any) -> None:
     # Every setting in force, so the journal shows what this master runs with.
     in_force = " ".join(f"{row.env}={s.shown(row)}" for row in SETTINGS)
     server.log.info("database settings: %s; %s workers", in_force, server.cfg.workers)
+    # What preload_app's import opened belongs to no worker: closed before any is forked, so
+    # no socket of the master's is ever inherited (post_fork disposes again, to be sure).
+    from idleproof.engine import protected_engines
+
+    for engine in protected_engines():
+        engine.dispose()
     if metrics_port:
         from idleproof.metrics import serve
 
