@@ -57,7 +57,6 @@ def build(case: str) -> WSGIApp:
     from sqlalchemy import event
 
     from app import create_app
-    from idleproof.connection import begin_before_writes
     from idleproof.flask import get_db
 
     if case == "floor-orm":
@@ -67,7 +66,11 @@ def build(case: str) -> WSGIApp:
     app = create_app()
     db = get_db(app)
     if case == "no-begin":
-        event.remove(db.engine, "before_cursor_execute", begin_before_writes)
+        assert db.engine is not None
+        event.listen(
+            db.engine, "connect", lambda conn, record: setattr(conn, "opens_transactions", False)
+        )
+        db.engine.dispose()
     elif case == "session-kept":
         app.teardown_appcontext_funcs.remove(db.remove_session)
     return app.wsgi_app

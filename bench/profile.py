@@ -17,11 +17,10 @@ from typing import TypeVar
 
 K = TypeVar("K")
 
-_KIT = tuple(f"/app/{name}.py" for name in ("db", "guard", "connection", "metrics"))
 
 # Areas, in the report's order: the first whose test matches a function's file wins.
 AREAS: tuple[tuple[str, Callable[[str], bool]], ...] = (
-    ("the kit's database code (app/db, guard, connection, metrics)", lambda f: f.endswith(_KIT)),
+    ("the idleproof library (src/idleproof)", lambda f: "/idleproof/" in f),
     ("Prometheus client (counters, gauges, histogram)", lambda f: "/prometheus_client/" in f),
     ("SQLAlchemy event dispatch", lambda f: "/sqlalchemy/event/" in f),
     ("SQLAlchemy pool", lambda f: "/sqlalchemy/pool/" in f),

@@ -15,6 +15,8 @@ host dies or is cut off, stalls, or fails over to a new primary:
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import requests
@@ -52,6 +54,10 @@ class HotResult:
     during: Outcome  # requests while the fault is in force
     after: Outcome  # requests once it is over (healed, or failed over)
     healthz: list[int | str] = field(default_factory=list)  # /healthz during a partition
+    # partition: requests from several clients at once once the first 503 was answered,
+    # and the seconds from the network healing to the first 2xx.
+    burst: Outcome = field(default_factory=Outcome)
+    first_2xx_after: float | None = None
 
 
 def _healthz_while(url: str, stop: threading.Event, statuses: list[int | str]) -> None:
@@ -78,11 +84,27 @@ def _partition(ctx: HotContext, count: int, give_up: int | None) -> HotResult:
         prober.start()
         try:
             during = hit(ctx.app_url, count, CLIENT_TIMEOUT, give_up)
+            burst = Outcome()
+            if during.statuses and during.statuses[0] == 503:
+                # Four clients at once, spread over both workers.
+                with ThreadPoolExecutor(4) as pool:
+                    for out in pool.map(lambda _: hit(ctx.app_url, 4, CLIENT_TIMEOUT), range(4)):
+                        burst.statuses += out.statuses
+                        burst.durations += out.durations
         finally:
             stop.set()
             prober.join()
-    # The first request after the network heals must already be answered.
-    return HotResult("partition", during, hit(ctx.app_url, 2, CLIENT_TIMEOUT), healthz)
+    healed = time.monotonic()
+    after = Outcome()
+    while time.monotonic() - healed < CLIENT_TIMEOUT:
+        one = hit(ctx.app_url, 1, CLIENT_TIMEOUT)
+        after.statuses += one.statuses
+        after.durations += one.durations
+        if one.failures == 0:
+            break
+        time.sleep(0.02)
+    first = time.monotonic() - healed if after.failures < len(after.statuses) else None
+    return HotResult("partition", during, after, healthz, burst, first)
 
 
 def _stall_busy(ctx: HotContext, count: int, give_up: int | None) -> HotResult:

@@ -8,6 +8,7 @@ naive configuration must fail, so each test can fail.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from harness.gunicorn import GunicornServer, migrate
 from harness.hot import CONNECT_TIMEOUT, HOT_ENV, NET_TIMEOUT, READ_TIMEOUT, HotContext, run_hot
 from harness.mariadb import LocalMariaDB, start_mariadb
 from harness.scenarios import warm
+from tests.helpers import report
 
 pytestmark = pytest.mark.slow
 
@@ -96,12 +98,31 @@ def test_vanish_under_load(start: Starter, primary: LocalMariaDB) -> None:
     assert duplicated_notes(primary) == []  # a retried POST is stored once
 
 
-def test_partition_answers_503_in_bounds_and_heals(start: Starter) -> None:
+def test_partition_answers_503_in_bounds_and_heals(
+    start: Starter, request: pytest.FixtureRequest
+) -> None:
+    """The first request finds the host gone (its busy connection, then a new one, time out);
+    every request after it, in every worker, is answered at once while a probe looks for
+    the way back; the first request after the network heals that the probe let through is
+    served."""
     result = run_hot("partition", start("kit", "partition"), count=6)
+    later = result.during.durations[1:] + result.burst.durations
+    report(
+        request,
+        "hot",
+        f"partition: first 503 after {result.during.durations[0]:.2f} s; the next "
+        f"{len(later)} (4 clients) 503 in median {statistics.median(later) * 1000:.0f} ms, "
+        f"slowest {max(later) * 1000:.0f} ms; first 2xx {result.first_2xx_after or 0:.2f} s after "
+        "healing",
+    )
     assert result.during.statuses == [503] * 6, result.during.statuses
-    assert result.during.slowest <= NET_TIMEOUT + CONNECT_TIMEOUT + 1, result.during.durations
+    assert result.burst.statuses == [503] * 16, result.burst.statuses
+    assert result.during.durations[0] <= NET_TIMEOUT + CONNECT_TIMEOUT + 1, result.during.durations
+    # Answered at once: 50 ms in the median; the slowest one of them allowed the machine's
+    # scheduling hiccups, and still far below a connect timeout.
+    assert statistics.median(later) <= 0.05 and max(later) <= 0.3, later
     assert result.healthz and set(result.healthz) == {200}, result.healthz
-    assert result.after.statuses[0] in (200, 201), result.after.statuses  # first after heal
+    assert result.first_2xx_after is not None and result.first_2xx_after <= 1.0, result.after
 
 
 def test_a_stalled_server_is_bounded_by_the_read_timeout(start: Starter) -> None:

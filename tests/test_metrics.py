@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from app import create_app
 from harness.mariadb import LocalMariaDB
 from harness.scenarios import hit
 from idleproof.guard import CAUSES
+from idleproof.metrics import FLUSH_INTERVAL
 from tests.conftest import AppFactory
 
 pytestmark = pytest.mark.slow
@@ -32,7 +34,21 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return samples
 
 
-def replaced(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], cause: str) -> float:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def settled(url: str, holds: Callable[[Samples], bool]) -> bool:
+    """Whether the scrapes come to show ``holds`` within the time a worker takes to flush
+    its counts (idleproof.metrics.FLUSH_INTERVAL), and a little more."""
+    deadline = time.monotonic() + FLUSH_INTERVAL + 2
+    while not holds(scrape(url)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def replaced(samples: Samples, cause: str) -> float:
     return samples.get(("idleproof_db_connections_replaced_total", (("cause", cause),)), 0.0)
 
 
@@ -88,12 +104,33 @@ def test_replaced_connections_are_summed_across_workers(
     assert totals == {float(killed)}, totals
     # Files from both workers (plus, possibly, the master's) make up that sum.
     assert len(list(metrics_dir.glob("counter_*.db"))) >= 2
-    after = scrapes[-1]
-    checkouts = after[("idleproof_db_checkouts_total", ())]
-    assert checkouts >= len(statuses) + 16, checkouts  # the bursts and a warm-up round
+    # The bursts and a warm-up round.
+    assert settled(
+        server.url, lambda s: s[("idleproof_db_checkouts_total", ())] >= len(statuses) + 16
+    )
+    after = scrape(server.url)
     assert after[("idleproof_db_connects_total", ())] >= 2 + killed  # first ones + replacements
     for cause in CAUSES:
         assert ("idleproof_db_connections_replaced_total", (("cause", cause),)) in after
+
+
+def test_the_pool_gauges_tell_what_the_pools_hold(
+    start_app: AppFactory, mariadb: LocalMariaDB, tmp_path: Path
+) -> None:
+    """Idle workers hand out nothing, and the connections their pools hold are the ones
+    MariaDB sees (a gauge set while a connection was being checked in said otherwise)."""
+    server = start_app(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    warm_both_workers(server.url, mariadb)
+
+    def truthful(samples: Samples) -> bool:
+        out = samples[("idleproof_db_connections_checked_out", ())]
+        held = samples[("idleproof_db_pool_connections", ())]
+        return out == 0 and held == app_connections(mariadb)
+
+    assert settled(server.url, truthful), scrape(server.url)
+    # The sum over the workers, not the answering one's own registry (it would have
+    # Python's process collectors): the multiprocess directory was in force at import.
+    assert not [name for name, _ in scrape(server.url) if name.startswith("python_gc")]
 
 
 def test_503s_and_pings_are_counted_and_the_default_directory_is_private(
@@ -106,7 +143,9 @@ def test_503s_and_pings_are_counted_and_the_default_directory_is_private(
     assert default_dir.is_dir()
     ok = hit(server.url, 6)
     assert ok.failures == 0
-    assert scrape(server.url)[("idleproof_db_pings_total", ())] >= 6
+    assert settled(server.url, lambda s: s[("idleproof_db_pings_total", ())] >= 6), scrape(
+        server.url
+    )
 
     mariadb.stop()
     try:
@@ -114,11 +153,14 @@ def test_503s_and_pings_are_counted_and_the_default_directory_is_private(
     finally:
         mariadb.start_server()
     assert down == [503, 503, 503]
-    samples = scrape(server.url)
-    served = sum(
-        v for (name, _), v in samples.items() if name == "idleproof_http_503_responses_total"
-    )
-    assert served == 3
+
+    def served(samples: Samples) -> float:
+        return sum(
+            v for (name, _), v in samples.items() if name == "idleproof_http_503_responses_total"
+        )
+
+    assert settled(server.url, lambda s: served(s) >= 3)
+    assert served(scrape(server.url)) == 3
     server.stop()
     assert not default_dir.exists()  # removed when the master exits
 

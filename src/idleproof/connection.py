@@ -8,11 +8,13 @@ every read, and skipping that round trip would leave the snapshot and the metada
 held while the connection idles in the pool (stale reads, blocked migrations). This is the
 model Django uses by default.
 
-Writes stay transactional: :func:`begin_before_writes` sends ``BEGIN`` before the first
-statement that is not a plain read (INSERT, UPDATE, DELETE, DDL, ``SELECT ... FOR UPDATE``),
-so everything from the first write to ``session.commit()`` is one transaction, as the ORM
-expects. Reads before the first write each see the latest committed data, as in Django.
-A view that needs several reads from one snapshot calls ``Database.start_transaction()``.
+Writes stay transactional: in autocommit mode :class:`KitConnection` opens a transaction
+with the first statement that is not a plain read (INSERT, UPDATE, DELETE, DDL,
+``SELECT ... FOR UPDATE``), so everything from the first write to ``session.commit()`` is one
+transaction, as the ORM expects. Its ``BEGIN`` costs no round trip of its own: it goes out
+in the same write as that statement, and both answers are read after. Reads before the
+first write each see the latest committed data, as in Django. A view that needs several
+reads from one snapshot calls ``IdleProof.start_transaction()``.
 
 ``commit()`` and ``rollback()`` cost a round trip only when a transaction is open, which the
 server reports in every reply (the protocol's status flags): ending a read-only request,
@@ -28,10 +30,10 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pymysql
-from pymysql.constants import SERVER_STATUS
+from pymysql.constants import COMMAND, SERVER_STATUS
 
 # Statements that read without locking: they run outside a transaction.
 _PLAIN_READ = re.compile(
@@ -64,6 +66,18 @@ class KitConnection(pymysql.connections.Connection):
     server_thread_id: tuple[int]
     # "ip:port" of our end, as the server's processlist shows it; "" over a unix socket.
     client_address: str = ""
+    # In autocommit mode, open a transaction with the first write (off: writes autocommit,
+    # for a measurement of what the transaction costs).
+    opens_transactions: bool = True
+
+    if TYPE_CHECKING:  # PyMySQL's own, not in its type stubs
+
+        def _execute_command(self, command: int, sql: bytes) -> None: ...
+        def _read_query_result(self, unbuffered: bool = False) -> int: ...
+        def _force_close(self) -> None: ...
+
+        _next_seq_id: int
+        _affected_rows: int
 
     def remember_address(self) -> None:
         sock = getattr(self, "_sock", None)
@@ -81,6 +95,34 @@ class KitConnection(pymysql.connections.Connection):
         status = self.server_status or 0
         autocommit = status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
         return not autocommit or bool(status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
+
+    def query(self, sql: str | bytes, unbuffered: bool = False) -> int:
+        """PyMySQL's, with the ``BEGIN`` of a write pipelined in front of it (autocommit mode:
+        the first statement that is not a plain read opens the transaction)."""
+        if not self._opens_transaction(sql):
+            return int(super().query(sql, unbuffered))
+        if isinstance(sql, str):
+            sql = sql.encode(self.encoding)
+        # Both commands go out before either answer is read: one round trip for two.
+        self._execute_command(COMMAND.COM_QUERY, b"BEGIN")
+        self._execute_command(COMMAND.COM_QUERY, sql)
+        try:
+            self._read_query_result()  # BEGIN's OK
+        except pymysql.err.MySQLError:
+            # The statement's answer is still on the wire: this connection cannot go on.
+            self._force_close()
+            raise
+        self._next_seq_id = 1  # the statement's answer numbers its packets from 1 again
+        self._affected_rows = self._read_query_result(unbuffered=unbuffered)
+        return int(self._affected_rows)
+
+    def _opens_transaction(self, sql: str | bytes) -> bool:
+        status = self.server_status or 0
+        if not (self.opens_transactions and status & SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT):
+            return False
+        if self.in_transaction:
+            return False
+        return not is_plain_read(sql if isinstance(sql, str) else sql.decode(errors="replace"))
 
     def commit(self) -> None:
         if not self.in_transaction:
@@ -108,15 +150,6 @@ def tls_args(ca: str) -> dict[str, Any]:
     plaintext: a test pins that.
     """
     return {"ssl_ca": ca, "ssl_verify_cert": True, "ssl_verify_identity": True} if ca else {}
-
-
-def begin_before_writes(
-    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-) -> None:
-    """``before_cursor_execute``: open the transaction right before the first write."""
-    dbapi_connection = cursor.connection
-    if not dbapi_connection.in_transaction and not is_plain_read(statement):
-        dbapi_connection.begin()
 
 
 def watch_for_dead_peer(sock: socket.socket | None, net_timeout: float) -> None:

@@ -10,7 +10,8 @@ builds itself. Either way :func:`protect` attaches it:
 * no dead connection reaches a request: the guard checks each checkout, cheapest check
   first, and busy connections cost nothing (:mod:`idleproof.guard`);
 * recycling below the path's idle limits and the maximum connection age;
-* with ``autocommit``, one round trip per read (:mod:`idleproof.connection`).
+* :func:`create_engine`'s connections run reads in autocommit, one round trip each, and
+  open a transaction with the first write (:mod:`idleproof.connection`).
 
 Every protected engine is remembered (weakly) so that Gunicorn's ``post_fork`` hook
 (:mod:`idleproof.gunicorn_conf`) can give each new worker empty pools of its own without
@@ -25,12 +26,14 @@ import time
 import weakref
 from typing import Any
 
+import pymysql
 import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
 
-from idleproof.connection import KitConnection, begin_before_writes, tls_args, watch_for_dead_peer
+from idleproof import breaker
+from idleproof.connection import KitConnection, tls_args, watch_for_dead_peer
 from idleproof.guard import ConnectionGuard, Observer
 from idleproof.settings import Settings, SettingsError
 
@@ -39,21 +42,30 @@ _PROTECTED: weakref.WeakKeyDictionary[Engine, ConnectionGuard] = weakref.WeakKey
 
 
 class TimedQueuePool(QueuePool):
-    """SQLAlchemy's QueuePool, reporting how long each checkout took (the wait for a free
-    connection, plus replacing a dead one)."""
+    """SQLAlchemy's QueuePool, failing at once while the database host is unreachable
+    (:mod:`idleproof.breaker`), and reporting how long each checkout took (the wait for a
+    free connection, plus replacing a dead one)."""
 
-    observer: Observer = Observer()
+    guard: ConnectionGuard | None = None
+    # Where the breaker probes the database host (None: a unix socket).
+    probe: tuple[str, int] | None = None
 
     def connect(self) -> Any:
+        breaker.check(self.probe)
+        if self.guard is not None and self.guard.condemned_before < breaker.opened_at():
+            # Connections older than the outage are not worth a ping: replaced on checkout.
+            self.guard.condemned_before = breaker.opened_at()
         started = time.monotonic()
         try:
             return super().connect()
         finally:
-            self.observer.waited(time.monotonic() - started)
+            if self.guard is not None:
+                self.guard.observer.waited(time.monotonic() - started)
 
     def recreate(self) -> QueuePool:
         pool = super().recreate()  # dispose() builds a new pool: keep reporting
-        pool.observer = self.observer  # type: ignore[attr-defined]
+        pool.guard = self.guard  # type: ignore[attr-defined]
+        pool.probe = self.probe  # type: ignore[attr-defined]
         return pool
 
 
@@ -94,8 +106,6 @@ def protect(
     engine: Engine,
     settings: Settings,
     observer: Observer | None = None,
-    *,
-    autocommit: bool = False,
 ) -> ConnectionGuard:
     """Put the kit's protection on an engine whose pool was built with
     :func:`pool_options`; remember it for :func:`dispose_after_fork`. An engine protected
@@ -103,17 +113,23 @@ def protect(
     if engine in _PROTECTED:
         return _PROTECTED[engine]
     guard = ConnectionGuard(settings, observer)
-    engine.pool.observer = guard.observer  # type: ignore[attr-defined]
+    engine.pool.guard = guard  # type: ignore[attr-defined]
+    url = engine.url
+    address = (url.host, url.port or 3306) if url.host and "unix_socket" not in url.query else None
+    engine.pool.probe = address  # type: ignore[attr-defined]
 
     @event.listens_for(engine, "do_connect")
     def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> KitConnection:
-        conn = KitConnection(*cargs, **cparams)
+        try:
+            conn = KitConnection(*cargs, **cparams)
+        except pymysql.err.OperationalError as exc:
+            breaker.connect_failed(exc)
+            raise
+        breaker.connected()
         conn.remember_address()
         watch_for_dead_peer(getattr(conn, "_sock", None), settings.net_timeout)
         return conn
 
-    if autocommit:
-        event.listen(engine, "before_cursor_execute", begin_before_writes)
     guard.attach(engine)
     _PROTECTED[engine] = guard
     return guard
@@ -130,7 +146,7 @@ def create_engine(settings: Settings, observer: Observer | None = None, **option
         connect_args={**connect_options(settings), "charset": "utf8mb4", "autocommit": True},
         **options,
     )
-    protect(engine, settings, observer, autocommit=True)
+    protect(engine, settings, observer)
     return engine
 
 

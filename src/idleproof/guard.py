@@ -33,7 +33,6 @@ import pymysql
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.pool import QueuePool
 
 from idleproof import connection as dbapi
 from idleproof.connection import KitConnection, idle_socket_fault, socket_timeouts
@@ -81,9 +80,6 @@ class Observer:
     def checked_out(self) -> None:
         """The pool handed a usable connection to a request."""
 
-    def pool_changed(self, checked_out: int, open_connections: int, overflow: int) -> None:
-        """Connections handed out, open in the pool, and open beyond pool_size."""
-
     def waited(self, seconds: float) -> None:
         """How long one request waited for a usable connection."""
 
@@ -119,13 +115,6 @@ class ConnectionGuard:
 
     def on_checkin(self, dbapi_connection: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
-        self.report_pool()
-
-    def report_pool(self) -> None:
-        pool = self.engine.pool
-        if isinstance(pool, QueuePool):
-            out = pool.checkedout()
-            self.observer.pool_changed(out, out + pool.checkedin(), max(0, pool.overflow()))
 
     def on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
         if record.info.get("pid") != os.getpid():
@@ -150,7 +139,6 @@ class ConnectionGuard:
                 self.died(dbapi_connection, CAUSE_PING)
                 self._replace(CAUSE_PING, str(exc))
         self.observer.checked_out()
-        self.report_pool()
 
     def on_error(self, context: Any) -> None:
         """``handle_error``: a statement failed; if its connection is dead, say why."""

@@ -259,6 +259,12 @@ def when_ready(server: Any) -> None:
     # Every setting in force, so the journal shows what this master runs with.
     in_force = " ".join(f"{row.env}={s.shown(row)}" for row in SETTINGS)
     server.log.info("database settings: %s; %s workers", in_force, server.cfg.workers)
+    # What preload_app's import opened belongs to no worker: closed before any is forked, so
+    # no socket of the master's is ever inherited (post_fork disposes again, to be sure).
+    from idleproof.engine import protected_engines
+
+    for engine in protected_engines():
+        engine.dispose()
     if metrics_port:
         from idleproof.metrics import serve
 

@@ -11,13 +11,22 @@ multiprocess mode is used: each worker writes its counts to files in that direct
 ``idleproof.gunicorn_conf`` sets a directory private to each Gunicorn master when the variable
 is unset. Without it at all (``flask run``, one process) the counts are this process's own.
 
-Cost on the hot path: one counter increment per checkout (a lock and an mmap write), no
-database round trip.
+Cost on the hot path: a few additions to plain numbers per request, no file write and no
+database round trip. A thread of each process adds them to the shared files once a
+second (:data:`FLUSH_INTERVAL`) and sets the pool gauges from what its pools hold then;
+``/metrics`` flushes the answering process first, so the others are at most a second
+behind.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
+import threading
+import time
+from typing import Any
+
+from sqlalchemy.pool import QueuePool
 
 from idleproof.guard import CAUSES, LOST_CAUSES, Observer
 
@@ -99,11 +108,12 @@ OVERFLOW = Gauge(
     "Connections open beyond DB_POOL_SIZE (DB_MAX_OVERFLOW's share).",
     multiprocess_mode="livesum",
 )
+WAIT_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5)
 CHECKOUT_WAIT = Histogram(
     "idleproof_db_checkout_wait_seconds",
     "Time from asking the pool for a connection to holding a usable one (waiting for a "
     "free one, replacing a dead one, a ping).",
-    buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5),
+    buckets=WAIT_BUCKETS,
 )
 
 # Every cause is listed from the start with 0, so a rate() query never sees a gap.
@@ -112,42 +122,132 @@ for _cause in CAUSES:
 for _cause in LOST_CAUSES:
     LOST.labels(_cause)
 
+# How often each process adds what it counted to the shared files, and reads its pools.
+FLUSH_INTERVAL = 1.0
 
-class PrometheusObserver(Observer):
-    """The engine's reports, as Prometheus samples."""
 
-    def replaced(self, cause: str) -> None:
-        REPLACED.labels(cause).inc()
+class _Pending:
+    """What this process counted since its last flush: plain numbers, so that the request
+    path never touches prometheus_client (a lock and an mmap write per sample)."""
 
-    def lost(self, cause: str) -> None:
-        LOST.labels(cause).inc()
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.thread: threading.Thread | None = None
+        self.counters: dict[tuple[Any, ...], float] = {}
+        self.waits = [0] * (len(WAIT_BUCKETS) + 1)
+        self.wait_sum = 0.0
 
-    def pinged(self) -> None:
-        PINGS.inc()
+    def add(self, key: tuple[Any, ...], amount: float = 1) -> None:
+        if self.thread is None:
+            self._start()
+        with self.lock:
+            self.counters[key] = self.counters.get(key, 0) + amount
 
-    def connected(self) -> None:
-        CONNECTS.inc()
+    def wait(self, seconds: float) -> None:
+        if self.thread is None:
+            self._start()
+        with self.lock:
+            self.waits[bisect.bisect_left(WAIT_BUCKETS, seconds)] += 1
+            self.wait_sum += seconds
 
-    def checked_out(self) -> None:
-        CHECKOUTS.inc()
+    def _start(self) -> None:
+        with _FORK_LOCK:
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._loop, name="idleproof-metrics", daemon=True
+                )
+                self.thread.start()
 
-    def zombie_ended(self) -> None:
-        ZOMBIES.inc()
+    def _loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            if self.pid != os.getpid():
+                return
+            flush()
 
-    def retried(self, cause: str) -> None:
-        RETRIES.labels(cause).inc()
+    def take(self) -> tuple[dict[tuple[Any, ...], float], list[int], float]:
+        with self.lock:
+            taken = self.counters, self.waits, self.wait_sum
+            self.counters, self.waits, self.wait_sum = {}, [0] * len(self.waits), 0.0
+        return taken
 
-    def pool_changed(self, checked_out: int, open_connections: int, overflow: int) -> None:
-        CHECKED_OUT.set(checked_out)
-        POOL_SIZE.set(open_connections)
+
+def _in_child() -> None:
+    """A new process (a Gunicorn worker) starts from zero, with a flusher of its own: what
+    the parent counted is the parent's to flush."""
+    global _PENDING
+    _PENDING = _Pending()
+    _FORK_LOCK.release()
+
+
+# Held while a flush writes prometheus_client's files, and across a fork: a child must not
+# inherit prometheus_client's own lock taken by a flush half done.
+_FORK_LOCK = threading.RLock()
+_PENDING = _Pending()
+os.register_at_fork(
+    before=_FORK_LOCK.acquire, after_in_parent=_FORK_LOCK.release, after_in_child=_in_child
+)
+
+
+def flush() -> None:
+    """Add this process's counts to the shared counters, and set its pool gauges from what
+    its pools hold right now."""
+    from idleproof.engine import protected_engines  # the engines import metrics' observer
+
+    with _FORK_LOCK:
+        counters, waits, wait_sum = _PENDING.take()
+        for (metric, *labels), amount in counters.items():
+            (metric.labels(*labels) if labels else metric).inc(amount)
+        if any(waits):
+            # prometheus_client has no call to add n samples to a bucket: its own parts.
+            for bucket, count in zip(CHECKOUT_WAIT._buckets, waits, strict=True):
+                if count:
+                    bucket.inc(count)
+            CHECKOUT_WAIT._sum.inc(wait_sum)
+        out = held = overflow = 0
+        for engine in protected_engines():
+            pool = engine.pool
+            if isinstance(pool, QueuePool):
+                out += pool.checkedout()
+                held += pool.checkedout() + pool.checkedin()
+                overflow += max(0, pool.overflow())
+        CHECKED_OUT.set(out)
+        POOL_SIZE.set(held)
         OVERFLOW.set(overflow)
 
+
+class PrometheusObserver(Observer):
+    """The engine's reports, counted for Prometheus: a few plain additions per request on
+    the hot path; each process's counts reach the shared files within FLUSH_INTERVAL."""
+
+    def replaced(self, cause: str) -> None:
+        _PENDING.add((REPLACED, cause))
+
+    def lost(self, cause: str) -> None:
+        _PENDING.add((LOST, cause))
+
+    def pinged(self) -> None:
+        _PENDING.add((PINGS,))
+
+    def connected(self) -> None:
+        _PENDING.add((CONNECTS,))
+
+    def checked_out(self) -> None:
+        _PENDING.add((CHECKOUTS,))
+
+    def zombie_ended(self) -> None:
+        _PENDING.add((ZOMBIES,))
+
+    def retried(self, cause: str) -> None:
+        _PENDING.add((RETRIES, cause))
+
     def waited(self, seconds: float) -> None:
-        CHECKOUT_WAIT.observe(seconds)
+        _PENDING.wait(seconds)
 
 
 def count_unavailable(exc: BaseException) -> None:
-    UNAVAILABLE.labels(type(exc).__name__).inc()
+    _PENDING.add((UNAVAILABLE, type(exc).__name__))
 
 
 def _registry() -> CollectorRegistry:
@@ -163,7 +263,9 @@ def serve(address: str, port: int) -> None:
 
 
 def render() -> tuple[bytes, str]:
-    """The body and content type of ``/metrics``; never touches the database."""
+    """The body and content type of ``/metrics``; never touches the database. This process's
+    own counts are flushed first; other workers' are at most FLUSH_INTERVAL behind."""
+    flush()
     if MULTIPROC_DIR:
         return generate_latest(_registry()), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
