@@ -23,7 +23,7 @@ from harness.faults import StallProxy
 from harness.gunicorn import migrate
 from harness.hot import HOT_ENV, HotContext, HotResult, run_hot
 from harness.mariadb import LocalMariaDB, start_mariadb
-from harness.scenarios import FaultContext, Outcome, Result, run_scenario
+from harness.scenarios import FaultContext, Result, Tally, run_scenario
 
 PROXIED = ("stall", "stall_busy", "failover")
 
@@ -45,7 +45,7 @@ def one_scenario(
             proxy.close()
 
 
-def _statuses(outcome: Outcome) -> list[str]:
+def _statuses(outcome: Tally) -> list[str]:
     return [str(s) for s in outcome.statuses]
 
 

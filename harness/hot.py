@@ -24,7 +24,7 @@ import requests
 from harness.faults import partition, vanish
 from harness.mariadb import LocalMariaDB
 from harness.scenarios import FaultContext as _Context
-from harness.scenarios import Outcome, hit, warm
+from harness.scenarios import Tally, hit, warm
 
 HOT_SCENARIOS = ("vanish_busy", "partition", "stall_busy", "failover")
 # The app's settings for these scenarios: the kernel's verdict in 2 s, a query bound of 5 s,
@@ -51,12 +51,12 @@ class HotContext(_Context):
 @dataclass
 class HotResult:
     scenario: str
-    during: Outcome  # requests while the fault is in force
-    after: Outcome  # requests once it is over (healed, or failed over)
+    during: Tally  # requests while the fault is in force
+    after: Tally  # requests once it is over (healed, or failed over)
     healthz: list[int | str] = field(default_factory=list)  # /healthz during a partition
     # partition: requests from several clients at once once the first 503 was answered,
     # and the seconds from the network healing to the first 2xx.
-    burst: Outcome = field(default_factory=Outcome)
+    burst: Tally = field(default_factory=Tally)
     first_2xx_after: float | None = None
 
 
@@ -84,7 +84,7 @@ def _partition(ctx: HotContext, count: int, give_up: int | None) -> HotResult:
         prober.start()
         try:
             during = hit(ctx.app_url, count, CLIENT_TIMEOUT, give_up)
-            burst = Outcome()
+            burst = Tally()
             if during.statuses and during.statuses[0] == 503:
                 # Four clients at once, spread over both workers.
                 with ThreadPoolExecutor(4) as pool:
@@ -95,7 +95,7 @@ def _partition(ctx: HotContext, count: int, give_up: int | None) -> HotResult:
             stop.set()
             prober.join()
     healed = time.monotonic()
-    after = Outcome()
+    after = Tally()
     while time.monotonic() - healed < CLIENT_TIMEOUT:
         one = hit(ctx.app_url, 1, CLIENT_TIMEOUT)
         after.statuses += one.statuses

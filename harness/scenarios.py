@@ -24,7 +24,9 @@ QUIET_AFTER_FAULT = 1.3
 
 
 @dataclass
-class Outcome:
+class Tally:
+    """What a run of requests got: each one's status and seconds."""
+
     statuses: list[int | str] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
 
@@ -36,7 +38,7 @@ class Outcome:
     def slowest(self) -> float:
         return max(self.durations, default=0.0)
 
-    def add(self, other: Outcome) -> None:
+    def add(self, other: Tally) -> None:
         self.statuses += other.statuses
         self.durations += other.durations
 
@@ -44,18 +46,16 @@ class Outcome:
 @dataclass
 class Result:
     scenario: str
-    after: Outcome  # requests once the database is reachable again
-    during: Outcome = field(default_factory=Outcome)  # requests while it is down ("down")
+    after: Tally  # requests once the database is reachable again
+    during: Tally = field(default_factory=Tally)  # requests while it is down ("down")
 
 
 _counter = itertools.count()
 
 
-def hit(
-    base_url: str, count: int, timeout: float = 3.0, give_up_after: int | None = None
-) -> Outcome:
+def hit(base_url: str, count: int, timeout: float = 3.0, give_up_after: int | None = None) -> Tally:
     """``count`` requests alternating GET / and POST /notes, each on a new connection."""
-    out = Outcome()
+    out = Tally()
     for i in range(count):
         started = time.monotonic()
         try:

@@ -16,9 +16,8 @@ import pytest
 from harness.faults import StallProxy
 from harness.gunicorn import GunicornServer, migrate
 from harness.mariadb import LocalMariaDB, start_mariadb
-from harness.scenarios import SCENARIOS, FaultContext, Outcome, run_scenario
-from tests.conftest import AppFactory
-from tests.helpers import WAIT_TIMEOUT
+from harness.scenarios import SCENARIOS, FaultContext, Tally, run_scenario
+from tests.helpers import WAIT_TIMEOUT, AppFactory
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +72,7 @@ def test_repeated_cycles_against_wait_timeout_3(mariadb_3s: LocalMariaDB, tmp_pa
     proxy = StallProxy(mariadb_3s.port)  # every connection goes through it, so all faults apply
     url = mariadb_3s.url.replace(f":{mariadb_3s.port}/", f":{proxy.port}/")
     server = GunicornServer({"DATABASE_URL": url, "DB_IDLE_TIMEOUT": "3"}, tmp_path / "g.log")
-    total = Outcome()
+    total = Tally()
     try:
         server.start()
         ctx = FaultContext(mariadb_3s, server.url, 3, proxy)
