@@ -3,7 +3,7 @@ What the test modules share besides fixtures is in tests/helpers.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from harness.faults import StallProxy
 from harness.gunicorn import GunicornServer, migrate
 from harness.mariadb import LocalMariaDB, start_mariadb
-from tests.helpers import WAIT_TIMEOUT
+from tests.helpers import WAIT_TIMEOUT, AppFactory
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +35,6 @@ def stall_proxy(mariadb: LocalMariaDB) -> Iterator[StallProxy]:
     proxy = StallProxy(mariadb.port)
     yield proxy
     proxy.close()
-
-
-AppFactory = Callable[..., GunicornServer]
 
 
 @pytest.fixture

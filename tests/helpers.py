@@ -1,13 +1,13 @@
 """What the test modules share besides fixtures (those are in conftest.py): the test
-server's idle limit, the protected engine as the engine tests see it, measured numbers on
-the terminal, and a test fleet of a module's own."""
+server's idle limit, the type of the ``start_app`` fixture, the protected engine as the
+engine tests see it, measured numbers on the terminal, and a test fleet of a module's own."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from harness import ROOT, conntrack
 from harness.fleet import Fleet
+from harness.gunicorn import GunicornServer
 from harness.testhost import snapshot_release
 from idleproof.engine import create_engine, guard_of
 from idleproof.guard import ConnectionGuard, Observer
@@ -25,6 +26,9 @@ from idleproof.settings import Settings
 
 # Short enough that "a quiet night" fits in a test, long enough to warm a pool.
 WAIT_TIMEOUT = 2
+
+# What the start_app fixture gives: start a Gunicorn app with this environment.
+AppFactory = Callable[..., GunicornServer]
 
 
 @dataclass

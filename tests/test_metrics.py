@@ -17,7 +17,7 @@ from harness.mariadb import LocalMariaDB
 from harness.scenarios import hit
 from idleproof.guard import CAUSES
 from idleproof.metrics import FLUSH_INTERVAL
-from tests.conftest import AppFactory
+from tests.helpers import AppFactory
 
 pytestmark = pytest.mark.slow
 

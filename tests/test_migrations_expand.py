@@ -16,8 +16,7 @@ import requests
 
 from harness import ROOT, VENV_BIN
 from harness.mariadb import LocalMariaDB
-from tests.conftest import AppFactory
-from tests.helpers import WAIT_TIMEOUT
+from tests.helpers import WAIT_TIMEOUT, AppFactory
 
 pytestmark = pytest.mark.slow
 

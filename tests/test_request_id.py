@@ -19,8 +19,7 @@ from harness.gunicorn import GunicornServer
 from harness.mariadb import LocalMariaDB
 from harness.nginx import NginxServer, send_raw
 from idleproof.proxy import ProxyHeaders
-from tests.conftest import AppFactory
-from tests.helpers import WAIT_TIMEOUT
+from tests.helpers import WAIT_TIMEOUT, AppFactory
 
 pytestmark = pytest.mark.slow
 

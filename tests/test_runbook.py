@@ -32,8 +32,7 @@ from harness.faults import vanish
 from harness.hot import HOT_ENV
 from harness.mariadb import LocalMariaDB
 from harness.scenarios import FaultContext, hit, warm
-from tests.conftest import AppFactory
-from tests.helpers import WAIT_TIMEOUT
+from tests.helpers import WAIT_TIMEOUT, AppFactory
 
 pytestmark = pytest.mark.slow
 

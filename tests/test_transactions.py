@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from harness.mariadb import LocalMariaDB
-from tests.conftest import AppFactory
+from tests.helpers import AppFactory
 
 pytestmark = pytest.mark.slow
 
