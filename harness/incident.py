@@ -22,6 +22,7 @@ import requests
 from harness import ROOT
 from harness.fleet import Fleet
 from harness.traffic import Answer, Load
+from idleproof.ops.environment import read_env_file
 from idleproof.settings import Settings
 
 APP_ENV = "/etc/idle-proof/app.env"
@@ -59,9 +60,7 @@ def host_get(fleet: Fleet, host: str, url: str, timeout: float) -> tuple[int | s
 
 def host_env(fleet: Fleet, host: str) -> dict[str, str]:
     """The app's EnvironmentFile on an app host, as a dict."""
-    text = (fleet.root(host) / APP_ENV.lstrip("/")).read_text()
-    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
-    return {k.strip(): v.strip() for k, v in pairs if not k.lstrip().startswith("#")}
+    return read_env_file(fleet.root(host) / APP_ENV.lstrip("/"))
 
 
 def start_naive(fleet: Fleet, host: str) -> str:
