@@ -58,7 +58,7 @@ class GunicornServer:
             "GUNICORN_ACCESSLOG": "",
             "GUNICORN_LOGLEVEL": "info",
             # Short enough that a hung worker is replaced within one test, and above every
-            # database wait (2 x 2 + 1 + 2 x 2 + 5 + 10 = 24 s: idleproof/rules.py).
+            # database wait (2 x 2 + 1 + 2 x 2 + 2 + 10 = 21 s: idleproof/rules.py).
             "GUNICORN_TIMEOUT": "30",
             "GUNICORN_GRACEFUL_TIMEOUT": "2",
             "DB_READ_TIMEOUT": "10",

@@ -53,8 +53,8 @@ def start_gunicorn(**env: str) -> subprocess.CompletedProcess[str]:
         (
             {"DATABASE_URL": URL, "GUNICORN_TIMEOUT": "20", "DB_READ_TIMEOUT": "30"},
             "GUNICORN_TIMEOUT=20 must exceed the longest a request can wait on the database, "
-            "44 s (2 x DB_POOL_TIMEOUT=2 + DB_PING_TIMEOUT=1 + 2 x DB_CONNECT_TIMEOUT=2 + "
-            "DB_NET_TIMEOUT=5 + DB_READ_TIMEOUT=30): raise GUNICORN_TIMEOUT to 45 or lower "
+            "41 s (2 x DB_POOL_TIMEOUT=2 + DB_PING_TIMEOUT=1 + 2 x DB_CONNECT_TIMEOUT=2 + "
+            "DB_NET_TIMEOUT=2 + DB_READ_TIMEOUT=30): raise GUNICORN_TIMEOUT to 42 or lower "
             "DB_READ_TIMEOUT",
         ),
         (

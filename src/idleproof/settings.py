@@ -147,11 +147,14 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=300, why_maximum=QUERY_CAP,
     ),
     Setting(
-        "net_timeout", "DB_NET_TIMEOUT", "seconds", 5, 2,
+        "net_timeout", "DB_NET_TIMEOUT", "seconds", 2, 2,
         "seconds of silence after which the kernel declares the database host dead "
         "(`TCP_USER_TIMEOUT`, keepalive probes): a crashed host or a forgotten firewall/NAT "
         "flow under a query costs this, then the request is retried once on a new "
-        "connection; a slow query on a live server is never cut; below `DB_READ_TIMEOUT`",
+        "connection; a slow query on a live server is never cut (its kernel keeps "
+        "answering); below `DB_READ_TIMEOUT`. 2, the floor (keepalive counts whole seconds), "
+        "suits a LAN; across a WAN or to a managed database in another zone, 10 rides out "
+        "the retransmissions of a lossy path and a provider's brief network maintenance",
         "app_db_net_timeout",
     ),
     Setting(
