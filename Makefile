@@ -50,7 +50,7 @@ test: venv ## Everything: lint, unit, fault, deploy and bench-smoke tests, for r
 	$(MAKE) --no-print-directory unit
 	$(BIN)/python scripts/run_tests.py --slow $(PYTEST_ARGS)
 
-bench: venv ## The kit vs Flask-SQLAlchemy and the autocommit floor, scaling, faults (BENCH_ARGS=--help).
+bench: venv ## The kit vs its peers, on loopback and across a hop, and the faults (BENCH_ARGS=--help).
 	scripts/install-system-deps test
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

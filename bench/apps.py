@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.load import Load, Served, interleaved, summarize
+from bench.load import Served, WrkLoad, interleaved, summarize
 from bench.progress import Progress
 from harness import apps
 from harness.mariadb import LocalMariaDB
@@ -26,7 +26,7 @@ def wrk_mode(r: apps.Request) -> str:
 
 
 def app_costs(
-    db: LocalMariaDB, load: Load, rounds: int, progress: Progress, warm_up: int
+    db: LocalMariaDB, load: WrkLoad, rounds: int, progress: Progress, warm_up: int
 ) -> dict[str, Any]:
     """Per application: requests per second, latency and CPU per request of its busiest
     read, as documented and with the kit (``kit_ratio``: the kit's over the documented)."""
@@ -36,7 +36,7 @@ def app_costs(
 
 
 def one_app(
-    app: apps.App, db: LocalMariaDB, load: Load, rounds: int, progress: Progress, warm_up: int
+    app: apps.App, db: LocalMariaDB, load: WrkLoad, rounds: int, progress: Progress, warm_up: int
 ) -> dict[str, Any]:
     bin_dir = apps.install(app)
     db.execute(

@@ -1,6 +1,6 @@
-"""``results/chart.png``: one figure, four panels: throughput and CPU per request of every
-configuration, then how the kit scales (workers) and what nginx in front costs (64
-connections)."""
+"""``results/chart.png``: one figure: throughput and CPU per request of every configuration,
+latency against a network hop's round trip (when measured), how the kit scales (workers)
+and what nginx in front costs (with ``--profile``)."""
 
 from __future__ import annotations
 
@@ -78,20 +78,37 @@ def _nginx(ax: Any, sc: dict[str, Any]) -> None:
     ax.legend(fontsize=7)
 
 
+def _hop(ax: Any, hop: dict[str, Any], endpoint: str) -> None:
+    delays = [str(d) for d in hop["delays_us"]]
+    trips = [hop["round_trip_us"][d] / 1000 for d in delays]
+    for i, (config, endpoints) in enumerate(hop["configs"].items()):
+        per = endpoints[endpoint]
+        ax.plot(trips, [per[d]["p50_ms"] for d in delays], "o-", color=f"C{i}", label=config)
+        ax.plot(trips, [per[d]["p99_ms"] for d in delays], ":", color=f"C{i}", alpha=0.6)
+    ax.set_title(f"{endpoint} one hop away: latency, wrk -c1 (p50 solid, p99 dotted)", fontsize=10)
+    ax.set_xlabel("round trip to MariaDB, ms (measured)")
+    ax.set_ylabel("ms")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+
+
 def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tp, sc = results["throughput"], results.get("scaling")
-    rows = 2 if sc else 1
+    tp, hop, sc = results["throughput"], results.get("hop"), results.get("scaling")
+    rows = 1 + bool(hop) + bool(sc)
     fig, axes = plt.subplots(rows, 2, figsize=(15, 4.6 * rows), squeeze=False)
     _throughput(axes[0][0], tp)
     _cpu(axes[0][1], tp)
+    if hop:
+        for ax, endpoint in zip(axes[1], ENDPOINTS, strict=True):
+            _hop(ax, hop, endpoint)
     if sc:
-        _scaling(axes[1][0], sc)
-        _nginx(axes[1][1], sc)
+        _scaling(axes[-1][0], sc)
+        _nginx(axes[-1][1], sc)
     s = results["settings"]
     fig.suptitle(
         f"{s['workers']} Gunicorn workers each, wrk -c{s['connections']}, "

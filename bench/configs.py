@@ -35,7 +35,7 @@ DESCRIPTIONS = {
     "floor-orm": "plain engine in autocommit running the kit's ORM views (the ORM floor)",
     "floor": "plain engine in autocommit, one statement per request, no ORM (round-trip floor)",
 }
-# The goals (issue 10), on GET / and POST /notes: kit throughput / theirs, at least this.
+# The goals on GET / and POST /notes: kit throughput / theirs, at least this.
 TARGETS = {"fsa-recycle": 1.0, "floor-orm": 0.95}
 FAULT_CONFIGS = ("fsa-recycle", "fsa-preping", "kit")
 ENDPOINTS = {"GET /": ("/", "get"), "POST /notes": ("/notes", "post")}

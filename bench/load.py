@@ -1,4 +1,4 @@
-"""Load generation: ``wrk`` runs against real Gunicorn servers, with CPU accounting.
+"""WrkLoad generation: ``wrk`` runs against real Gunicorn servers, with CPU accounting.
 
 Rounds are interleaved (every server once per round, the order rotated each round) so
 machine drift hits all alike. Each run also records the CPU time the Gunicorn workers and
@@ -44,7 +44,7 @@ class Served(Protocol):
 
 
 @dataclass
-class Load:
+class WrkLoad:
     """One ``wrk`` command line: ``-t threads -c connections -d duration``; ``close``: a new
     connection per request, as nginx opens towards Gunicorn (a sync worker closes every
     connection anyway; a gthread worker would keep it alive for the next request)."""
@@ -86,7 +86,7 @@ def cpu_seconds(parent: int | None = None, pid: int | None = None) -> float:
     return ticks / CLK_TCK
 
 
-def run_wrk(url: str, mode: str, load: Load) -> WrkRun:
+def run_wrk(url: str, mode: str, load: WrkLoad) -> WrkRun:
     cmd = [
         "wrk",
         f"-t{load.threads}",
@@ -117,16 +117,17 @@ def run_wrk(url: str, mode: str, load: Load) -> WrkRun:
 
 
 def measured_run(
-    url: str, master: int | None, db: LocalMariaDB, path: str, mode: str, load: Load
+    url: str, master: int | None, db_pid: int | None, path: str, mode: str, load: WrkLoad
 ) -> WrkRun:
-    """One ``wrk`` run, with the CPU time the workers of ``master`` and MariaDB spent.
+    """One ``wrk`` run, with the CPU time the workers of ``master`` and MariaDB (``db_pid``,
+    None: not counted) spent.
 
     wrk counts only the requests answered within its duration. A machine too busy to
     answer one in that time gives no rate at all: the run is made again, twice as long,
     up to 8 times the duration, then the bench stops saying so."""
     duration = load.duration
     while True:
-        app0, db0 = cpu_seconds(parent=master), cpu_seconds(pid=db.pid())
+        app0, db0 = cpu_seconds(parent=master), cpu_seconds(pid=db_pid)
         run = run_wrk(url + path, mode, replace(load, duration=duration))
         if run.requests > 0:
             break
@@ -137,7 +138,7 @@ def measured_run(
             )
         duration *= 2
     run.app_cpu_us = (cpu_seconds(parent=master) - app0) / run.requests * 1e6
-    run.db_cpu_us = (cpu_seconds(pid=db.pid()) - db0) / run.requests * 1e6
+    run.db_cpu_us = (cpu_seconds(pid=db_pid) - db0) / run.requests * 1e6
     return run
 
 
@@ -177,7 +178,7 @@ def stop_all(servers: Mapping[str, Served]) -> None:
 def warm_all(
     servers: Mapping[str, Served],
     endpoints: Mapping[str, tuple[str, str]],
-    load: Load,
+    load: WrkLoad,
     seconds: int,
 ) -> None:
     """``seconds`` of each endpoint's load on every server, all servers at once: pools,
@@ -186,7 +187,9 @@ def warm_all(
     def warm(server: Served) -> None:
         for path, mode in endpoints.values():
             run_wrk(
-                server.url + path, mode, Load(load.threads, load.connections, seconds, load.close)
+                server.url + path,
+                mode,
+                WrkLoad(load.threads, load.connections, seconds, load.close),
             )
 
     if seconds:
@@ -199,7 +202,7 @@ def interleaved(
     db: LocalMariaDB,
     starters: Mapping[str, Callable[[], Served]],
     endpoints: Mapping[str, tuple[str, str]],
-    load: Load,
+    load: WrkLoad,
     rounds: int,
     progress: Progress,
     warm_up: int,
@@ -222,7 +225,7 @@ def interleaved(
             for endpoint, (path, mode) in endpoints.items():
                 for label in order:
                     server = servers[label]
-                    run = measured_run(server.url, server.master_pid, db, path, mode, load)
+                    run = measured_run(server.url, server.master_pid, db.pid(), path, mode, load)
                     runs[label][endpoint].append(run)
                     progress(_run_line(r, rounds, label, endpoint, run))
         finally:
@@ -303,7 +306,7 @@ def summarize(runs: Runs) -> dict[str, Any]:
 def throughput(
     db: LocalMariaDB,
     configs: list[str],
-    load: Load,
+    load: WrkLoad,
     rounds: int,
     workers: int,
     raw: Path,

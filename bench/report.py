@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.configs import DESCRIPTIONS, ENDPOINTS
+from bench.markdown import row
 from bench.report_costs import access_log, in_process, statements_table, targets
 from bench.report_faults import fault_sections
+from bench.report_hop import fleet_hop_table, hop_tables, net_timeout_line
 from harness import ROOT
 
 README = ROOT / "README.md"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
-
-
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 def intro(results: dict[str, Any]) -> list[str]:
@@ -37,7 +35,7 @@ def intro(results: dict[str, Any]) -> list[str]:
         "| configuration | what it is |",
         "|---|---|",
     ]
-    lines += [_row([f"`{c}`", DESCRIPTIONS.get(c, "")]) for c in results["throughput"]]
+    lines += [row([f"`{c}`", DESCRIPTIONS.get(c, "")]) for c in results["throughput"]]
     return lines
 
 
@@ -61,7 +59,7 @@ def throughput_table(tp: dict[str, Any]) -> list[str]:
                 f"{e['p50_ms']:.2f}",
                 f"{e['p99_ms']:.2f}",
             ]
-        lines.append(_row(cells))
+        lines.append(row(cells))
     return lines
 
 
@@ -86,7 +84,7 @@ def cpu_table(tp: dict[str, Any]) -> list[str]:
                 f"{e['db_cpu_us']:.0f}",
                 f"{e['kit_ratio_cpu']:.2f}",
             ]
-        lines.append(_row(cells))
+        lines.append(row(cells))
     errors = {
         c: sum(e["non2xx"] + e["socket_errors"] for e in eps.values()) for c, eps in tp.items()
     }
@@ -111,7 +109,7 @@ def scaling_tables(sc: dict[str, Any]) -> list[str]:
     ]
     for label, s in sc["workers"].items():
         lines.append(
-            _row(
+            row(
                 [
                     label,
                     f"{s['rps_median']:.0f}",
@@ -137,7 +135,7 @@ def scaling_tables(sc: dict[str, Any]) -> list[str]:
         for endpoint in ENDPOINTS:
             e = endpoints[endpoint]
             cells += [f"{e['rps_median']:.0f}", f"{e['p50_ms']:.2f}", f"{e['p99_ms']:.2f}"]
-        lines.append(_row(cells))
+        lines.append(row(cells))
     return lines + memory_table(sc["memory"])
 
 
@@ -158,7 +156,7 @@ def memory_table(mem: dict[str, Any]) -> list[str]:
         w = m["worker_median"]
         on = "on (shipped)" if label == "preload" else "off"
         lines.append(
-            _row(
+            row(
                 [
                     on,
                     mib(m["master"]["rss_kib"]),
@@ -182,14 +180,16 @@ def deploy_line(d: dict[str, Any] | None) -> list[str]:
             f"changed={d['fresh_changed']}); idempotent re-run: {d['rerun_s']:.0f} s "
             f"(changed={d['rerun_changed']}).",
         ]
-    return ["", "`make deploy` timing: not measured in this run (`--no-deploy`)."]
+    return [
+        "",
+        "`make deploy` timing, rolling deploys and the database host's death: measured on "
+        "test fleets by `make bench BENCH_ARGS=--fleet`, not in this run.",
+    ]
 
 
 def host_death_line(d: dict[str, Any] | None) -> list[str]:
-    if d is None:
-        return []  # results from before the measurement existed
-    if "skipped" in d:
-        return ["", "Database host death: not measured in this run (`--no-host-death`)."]
+    if not d:  # not measured in this run: deploy_line says so
+        return []
     if "error" in d:
         return ["", f"Database host death: not measured, it failed: {d['error']}"]
     recovered = "never" if d["recovered_s"] is None else f"{d['recovered_s']:.0f} s"
@@ -207,7 +207,7 @@ def host_death_line(d: dict[str, Any] | None) -> list[str]:
 def rolling_line(r: dict[str, Any] | None) -> list[str]:
     if r and "error" in r:
         return ["", f"Rolling deploys: not measured, they failed: {r['error']}"]
-    if not r:  # --no-deploy or --no-rolling (and reports from before they existed)
+    if not r:  # not measured in this run: deploy_line says so
         return []
     new, bad = r["new_release"], r["broken_release"]
     resent = sum(x.get("resent", 0) for x in (new, bad))
@@ -246,7 +246,7 @@ def apps_table(costs: dict[str, Any] | None) -> list[str]:
         (read,) = runs["kit"]
         kit, documented = runs["kit"][read], runs["as documented"][read]
         lines.append(
-            _row(
+            row(
                 [
                     name,
                     f"`GET {read}`",
@@ -285,11 +285,14 @@ def markdown(results: dict[str, Any]) -> str:
         lines += statements_table(results["statements"])
     if results.get("in_process"):
         lines += in_process(results["in_process"])
+    lines += hop_tables(results.get("hop"), results.get("statements"))
+    lines += fleet_hop_table(results.get("fleet_hop"))
     if results.get("scaling"):
         lines += scaling_tables(results["scaling"])
     lines += fault_sections(results.get("faults"), results.get("hot_faults"))
     lines += apps_table(results.get("apps"))
     lines += deploy_line(results.get("deploy")) + rolling_line(results.get("rolling"))
+    lines += net_timeout_line(results.get("net_timeout"))
     lines += host_death_line(results.get("host_death"))
     lines += run_line(results)
     return "\n".join(lines) + "\n"

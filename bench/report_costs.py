@@ -6,12 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from bench.configs import ENDPOINTS, TARGETS
+from bench.markdown import row
 from bench.micro import CASES
 from bench.profile import AREAS, PROFILE_SLICES
-
-
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 def targets(tp: dict[str, Any]) -> list[str]:
@@ -61,14 +58,14 @@ def access_log(tp: dict[str, Any], micro: dict[str, Any] | None) -> list[str]:
 def statements_table(st: dict[str, Any]) -> list[str]:
     lines = [
         "",
-        "Statements sent to MariaDB per request (each one a network round trip; "
-        "`bench/statements.py`):",
+        "Round trips to MariaDB per request and the statements each carries "
+        "(`BEGIN+INSERT`: sent together, one round trip; `bench/statements.py`):",
         "",
         "| configuration | GET / | POST /notes |",
         "|---|---|---|",
     ]
     for config, per in st.items():
-        lines.append(_row([config] + [f"{len(v)}: {', '.join(v)}" for v in per.values()]))
+        lines.append(row([config] + [f"{len(v)}: {', '.join(v)}" for v in per.values()]))
     return lines
 
 
@@ -91,7 +88,7 @@ def _timings(micro: dict[str, Any]) -> list[str]:
                 f"{endpoints[endpoint]['cpu_us']:.0f}",
                 f"{endpoints[endpoint]['wall_us']:.0f}",
             ]
-        lines.append(_row(cells))
+        lines.append(row(cells))
 
     def gap(other: str, endpoint: str, clock: str) -> float:
         return float(cases["kit"][endpoint][clock] - cases[other][endpoint][clock])
@@ -132,7 +129,7 @@ def _profile(profile: dict[str, Any]) -> list[str]:
             mine = sum(a.values()) if name == "total" else a.get(name, 0.0)
             theirs = sum(b.values()) if name == "total" else b.get(name, 0.0)
             cells += [f"{mine:.0f}", f"{theirs:.0f}", f"{mine - theirs:+.0f}"]
-        lines.append(_row(cells))
+        lines.append(row(cells))
     return lines
 
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from bench.configs import ENDPOINTS
+from bench.markdown import row
 
 LABELS = {
     "fsa-recycle": "Flask-SQLAlchemy, recycle only",
     "fsa-preping": "Flask-SQLAlchemy, pre-ping",
     "kit": "the kit",
 }
-
-
-def _row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 def idle_cell(scenarios: dict[str, Any]) -> str:
@@ -44,26 +41,37 @@ def fault_rows(results: dict[str, Any]) -> list[str]:
     lines.append("|---|" + "---|" * len(configs))
     if idle:
         names = ", ".join(next(iter(idle.values())))
-        lines.append(_row([f"idle connections ({names})"] + [idle_cell(idle[c]) for c in configs]))
+        lines.append(row([f"idle connections ({names})"] + [idle_cell(idle[c]) for c in configs]))
     if hot:
         names = ", ".join(next(iter(hot.values())))
-        lines.append(_row([f"busy connections ({names})"] + [hot_cell(hot[c]) for c in configs]))
+        lines.append(row([f"busy connections ({names})"] + [hot_cell(hot[c]) for c in configs]))
     return lines
 
 
 def speed_rows(results: dict[str, Any]) -> list[str]:
     tp = results.get("throughput") or {}
-    lines = ["", "| median req/s, one interleaved run | " + " | ".join(ENDPOINTS) + " |"]
+    lines = ["", "| medians of one interleaved run | " + " | ".join(ENDPOINTS) + " |"]
     lines.append("|---|" + "--:|" * len(ENDPOINTS))
     for config, label in (("fsa-recycle", LABELS["fsa-recycle"]), ("floor-orm", "the ORM floor")):
         if config in tp and "kit" in tp:
             ratios = [f"{tp[config][e]['kit_ratio']:.2f}" for e in ENDPOINTS]
-            lines.append(_row([f"the kit ÷ {label}", *ratios]))
+            lines.append(row([f"req/s, the kit ÷ {label}", *ratios]))
+    hop = results.get("hop")
+    if hop:
+        delay = str(hop["delays_us"][-1])
+        shown = [c for c in ("kit", "fsa-preping", "fsa-recycle") if c in hop["configs"]]
+        cells = [
+            " · ".join(f"{hop['configs'][c][e][delay]['p50_ms']:.2f}" for c in shown)
+            for e in ENDPOINTS
+        ]
+        label = " · ".join(LABELS[c] for c in shown)
+        trip = hop["round_trip_us"][delay]
+        lines.append(row([f"p50 ms one hop away ({trip} µs round trip): {label}", *cells]))
     for name, runs in (results.get("apps") or {}).items():
         (read,) = runs["kit"]
         ratio = runs["as documented"][read]["kit_ratio"]
         lines.append(
-            _row([f"{name} with the kit ÷ as documented (`GET {read}`)", f"{ratio:.2f}", ""])
+            row([f"req/s, {name} with the kit ÷ as documented (`GET {read}`)", f"{ratio:.2f}", ""])
         )
     return lines if len(lines) > 3 else []
 
@@ -71,8 +79,8 @@ def speed_rows(results: dict[str, Any]) -> list[str]:
 def summary(results: dict[str, Any]) -> str:
     lines = [
         f"Measured {results['date']} by `make bench` on {results['machine']['cores']} cores "
-        "(the [full report](bench/results/results.md): every configuration, latency, CPU per "
-        "request, scaling, each fault, deploys):",
+        "(the [full report](bench/results/results.md) and its [chart](bench/results/chart.png): "
+        "every configuration, latency, CPU per request, a network hop, each fault):",
         "",
         *fault_rows(results),
         *speed_rows(results),

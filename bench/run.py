@@ -1,5 +1,5 @@
-"""``make bench``: the kit beside what users pick instead, what its protection saves, how it
-scales; measured side by side in one run.
+"""``make bench``: the kit beside what users pick instead and what its protection saves,
+measured side by side in one run.
 
 One MariaDB on loopback, every configuration under the same ``gunicorn.conf.py`` with the
 same worker count, loaded by the same ``wrk`` command (``bench/configs.py`` lists them:
@@ -7,14 +7,14 @@ the kit with and without Gunicorn's access log, Flask-SQLAlchemy with pre-ping a
 recycle only, the plain autocommit engine with the kit's ORM views and without the ORM).
 
 Phases, each timed: throughput (interleaved rounds, both endpoints), the statements each
-configuration sends, where the kit's time goes (in process), scaling (worker counts and
-classes, nginx in front, memory per worker), applications no one here wrote (as
-documented and with the kit), the hot fault matrix (busy connections),
-the idle fault matrix (MariaDB restarted with ``wait_timeout=2``), ``make deploy``
-timings (``--no-deploy`` skips) and the database host's death on a test fleet
-(``--no-host-death`` skips).
+configuration sends, the same across a network hop of several delays, applications no
+one here wrote (as documented and with the kit), the hot fault matrix (busy
+connections), the idle fault matrix (MariaDB restarted with ``wait_timeout=2``). On
+request: ``--profile`` adds where the kit's time goes (in process) and scaling (worker
+counts and classes, nginx in front, memory per worker); ``--fleet`` adds ``make deploy``
+timings, rolling deploys and the database host's death on test fleets.
 
-    .venv/bin/python -m bench.run [--rounds 7] [--duration 3] [--out bench/results]
+    .venv/bin/python -m bench.run [--rounds 7] [--duration 3] [--profile] [--fleet]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,10 @@ from bench.configs import (
 from bench.deploy_timing import time_deploy
 from bench.environment import machine, versions
 from bench.fault_matrix import hot_matrix, idle_matrix
+from bench.fleet_hop import fleet_hop
+from bench.hop import HOP_CONFIGS, HOP_DELAYS_US, across_a_hop
 from bench.host_death import time_host_death
-from bench.load import Load, seed_notes, statements_per_request, throughput
+from bench.load import WrkLoad, seed_notes, statements_per_request, throughput
 from bench.micro import where_time_goes
 from bench.progress import Progress
 from bench.report import README, markdown, write_readme
@@ -59,6 +62,7 @@ LISTS = {
     "fault_configs": CONFIGS,
     "scenarios": SCENARIOS,
     "hot_scenarios": HOT_SCENARIOS,
+    "hop_configs": CONFIGS,
 }
 
 
@@ -76,27 +80,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hot-scenarios", default=",".join(HOT_SCENARIOS), help="'' skips them")
     p.add_argument("--fault-requests", type=int, default=6, help="requests after an idle fault")
     p.add_argument("--hot-requests", type=int, default=6, help="requests during a hot fault")
-    p.add_argument("--micro-iterations", type=int, default=1500, help="0 skips it")
-    p.add_argument("--scaling-rounds", type=int, default=5, help="0 skips scaling")
-    p.add_argument("--scaling-connections", type=int, default=16)
+    p.add_argument("--hop-configs", default=",".join(HOP_CONFIGS), help="across a hop")
+    p.add_argument(
+        "--hop-delays",
+        default=",".join(map(str, HOP_DELAYS_US)),
+        help="one-way delays in µs across the relayed hop ('' skips the hop)",
+    )
+    p.add_argument("--hop-rounds", type=int, default=1, help="rounds across the hop")
     p.add_argument("--app-rounds", type=int, default=3, help="third-party apps; 0 skips them")
     p.add_argument(
-        "--no-deploy",
-        dest="deploy",
-        action="store_false",
-        help="skip timing make deploy on a fresh systemd-nspawn test host (about 2 min)",
+        "--profile",
+        action="store_true",
+        help="also where the kit's time goes, in process, and how it scales (about 6 min)",
     )
+    p.add_argument("--micro-iterations", type=int, default=1500, help="with --profile")
+    p.add_argument("--scaling-rounds", type=int, default=5, help="with --profile")
+    p.add_argument("--scaling-connections", type=int, default=16)
     p.add_argument(
-        "--no-host-death",
-        dest="host_death",
-        action="store_false",
-        help="skip powering db1 off under load on a test fleet of 4 hosts (about 6 min)",
-    )
-    p.add_argument(
-        "--no-rolling",
-        dest="rolling",
-        action="store_false",
-        help="skip the rolling deploys on a test fleet (about 5 min; --no-deploy skips them too)",
+        "--fleet",
+        action="store_true",
+        help="also on test fleets of systemd-nspawn hosts: make deploy's timing, rolling "
+        "deploys, the hop to db1 and db1's death under load (about 15 min)",
     )
     p.add_argument("--out", type=Path, default=BENCH / "results")
     p.add_argument("--readme", type=Path, default=README, help="README with bench markers")
@@ -111,6 +115,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                 f"choose from {', '.join(known)}"
             )
         setattr(args, name, items)
+    try:
+        args.hop_delays = [int(d) for d in args.hop_delays.split(",") if d]
+    except ValueError:
+        p.error(f"--hop-delays: {args.hop_delays!r}: give microseconds, e.g. 0,100,250,500")
+    if not args.profile:
+        args.micro_iterations = args.scaling_rounds = 0
     if "kit" not in args.configs:
         p.error("--configs: every ratio is against the kit: include kit")
     return args
@@ -122,11 +132,10 @@ def total_steps(args: argparse.Namespace) -> int:
     return int(
         args.rounds * len(args.configs) * len(ENDPOINTS)
         + scaling_runs
+        + args.hop_rounds * len(args.hop_delays) * len(args.hop_configs) * len(ENDPOINTS)
         + args.app_rounds * 2 * 2
         + faults
-        + (3 if args.deploy else 0)
-        + (2 if args.host_death else 0)
-        + (3 if args.deploy and args.rolling else 0)
+        + ((9 + args.hop_rounds * len(args.hop_configs) * len(ENDPOINTS)) if args.fleet else 0)
     )
 
 
@@ -137,19 +146,27 @@ def measure_on_mariadb(
     results: dict[str, Any] = {}
     migrate(db.url)
     seed_notes(db)
-    load = Load(args.threads, args.connections, args.duration)
+    load = WrkLoad(args.threads, args.connections, args.duration)
     with progress.phase("throughput"):
         results["throughput"] = throughput(
             db, args.configs, load, args.rounds, args.workers, raw, progress, args.warmup
         )
     with progress.phase("statements"):
-        results["statements"] = statements_per_request(db, args.configs)
+        results["statements"] = statements_per_request(
+            db, list(dict.fromkeys(args.configs + args.hop_configs))
+        )
+    if args.hop_delays and args.hop_configs and args.hop_rounds:
+        with progress.phase("hop"):
+            results["hop"] = across_a_hop(
+                db, args.hop_configs, args.hop_delays, load, args.hop_rounds, args.workers,
+                raw, progress, args.warmup,
+            )  # fmt: skip
     if args.micro_iterations:
         with progress.phase("in-process"):
             results["in_process"] = where_time_goes(db, args.micro_iterations)
     if args.scaling_rounds:
         with progress.phase("scaling"):
-            wide = Load(1, args.scaling_connections, args.duration, close=True)
+            wide = WrkLoad(1, args.scaling_connections, args.duration, close=True)
             results["scaling"] = scaling(
                 db, wide, args.scaling_rounds, args.workers, raw, progress, args.warmup
             )
@@ -243,16 +260,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results.update(measure_on_mariadb(db, args, raw, progress))
         finally:
             db.stop()
-    if args.deploy:
+    if args.fleet:
         with progress.phase("deploy"):
             results["deploy"] = deploy_timing(raw, progress)
-            if args.rolling:
-                results["rolling"] = fleet_figures(time_rolling, raw, progress)
-    if args.host_death:
-        with progress.phase("host death"):
-            results["host_death"] = fleet_figures(time_host_death, raw, progress)
-    else:
-        results["host_death"] = {"skipped": "--no-host-death"}
+            results["rolling"] = fleet_figures(time_rolling, raw, progress)
+        with progress.phase("fleet hop, host death"):
+            hop = partial(
+                fleet_hop, configs=args.hop_configs, rounds=args.hop_rounds,
+                load=WrkLoad(args.threads, args.connections, args.duration),
+                workers=args.workers, raw=raw, progress=progress, warm_up=args.warmup,
+            )  # fmt: skip
+            figures = fleet_figures(partial(time_host_death, hop=hop), raw, progress)
+            results["fleet_hop"] = figures.pop("hop", None)
+            results["net_timeout"] = figures.pop("net_timeout", None)
+            results["host_death"] = figures
     results["phases"] = progress.phases
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     write_outputs(results, args, progress)

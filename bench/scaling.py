@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.configs import ENDPOINTS, THROUGHPUT_WAIT_TIMEOUT, app_env, start_app
-from bench.load import Load, Served, interleaved, medians, run_wrk, start_all, stop_all
+from bench.load import Served, WrkLoad, interleaved, medians, run_wrk, start_all, stop_all
 from bench.progress import Progress
 from harness.gunicorn import GunicornServer
 from harness.mariadb import LocalMariaDB
@@ -38,7 +38,7 @@ NGINX_CONNECTIONS = 64
 
 
 def worker_scaling(
-    db: LocalMariaDB, load: Load, rounds: int, raw: Path, progress: Progress, warm_up: int
+    db: LocalMariaDB, load: WrkLoad, rounds: int, raw: Path, progress: Progress, warm_up: int
 ) -> dict[str, Any]:
     def starter(label: str) -> Callable[[], Served]:
         workers, extra = WORKER_SETUPS[label]
@@ -98,7 +98,7 @@ def through_nginx(
     warm_up: int,
 ) -> dict[str, Any]:
     """64 connections on both endpoints, straight to Gunicorn and through nginx."""
-    load = Load(threads=1, connections=NGINX_CONNECTIONS, duration=duration)
+    load = WrkLoad(threads=1, connections=NGINX_CONNECTIONS, duration=duration)
     with tempfile.TemporaryDirectory(prefix="bench-nginx-", dir=raw) as tmp:
         starters: dict[str, Callable[[], Served]] = {
             "direct": lambda: start_app(db, "kit", raw, workers, THROUGHPUT_WAIT_TIMEOUT),
@@ -150,7 +150,7 @@ def memory_per_worker(db: LocalMariaDB, workers: int, duration: int, raw: Path) 
     try:
         for label, server in servers.items():
             for path, mode in ("/", "get"), ("/notes", "post"):
-                run_wrk(server.url + path, mode, Load(1, 4, duration))
+                run_wrk(server.url + path, mode, WrkLoad(1, 4, duration))
             assert server.master_pid is not None
             per_worker = [_memory_kib(pid) for pid in _children(server.master_pid)]
             out[label] = {
@@ -167,7 +167,7 @@ def memory_per_worker(db: LocalMariaDB, workers: int, duration: int, raw: Path) 
 
 def scaling(
     db: LocalMariaDB,
-    load: Load,
+    load: WrkLoad,
     rounds: int,
     workers: int,
     raw: Path,

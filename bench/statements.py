@@ -1,4 +1,5 @@
-"""The statements one request sends to MariaDB, per configuration (what each round trip is).
+"""The round trips one request makes to MariaDB, per configuration, and the statements each
+carries (``BEGIN+INSERT``: two statements sent before the first answer is read).
 
     DATABASE_URL=... python -m bench.statements kit|fsa-preping|floor-orm|...
 
@@ -35,16 +36,28 @@ def trace(config: str) -> dict[str, list[str]]:
         from harness.variants import app
     client = app.test_client()
     sent: list[str] = []
+    answered = [True]  # a packet was read since the last command went out
     original = getattr(Connection, "_execute_command")  # noqa: B009
+    original_read = getattr(Connection, "_read_packet")  # noqa: B009
 
     def recording(self: Connection, command: int, sql: Any) -> Any:
         if command == COMMAND.COM_PING:
-            sent.append("PING")
+            name = "PING"
         else:
-            sent.append((sql if isinstance(sql, str) else sql.decode()).split(" ", 1)[0])
+            name = (sql if isinstance(sql, str) else sql.decode()).split(" ", 1)[0]
+        if answered[0] or not sent:
+            sent.append(name)
+        else:  # sent behind the previous one, in the same round trip
+            sent[-1] += f"+{name}"
+        answered[0] = False
         return original(self, command, sql)
 
+    def reading(self: Connection, *args: Any, **kwargs: Any) -> Any:
+        answered[0] = True
+        return original_read(self, *args, **kwargs)
+
     setattr(Connection, "_execute_command", recording)  # noqa: B010
+    setattr(Connection, "_read_packet", reading)  # noqa: B010
     try:
         for _ in range(3):  # past the first connect and the dialect's start-up queries
             client.get("/")
@@ -63,6 +76,7 @@ def trace(config: str) -> dict[str, list[str]]:
         return out
     finally:
         setattr(Connection, "_execute_command", original)  # noqa: B010
+        setattr(Connection, "_read_packet", original_read)  # noqa: B010
 
 
 if __name__ == "__main__":

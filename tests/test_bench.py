@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.configs import BENCH, CONFIGS, ENDPOINTS
-from bench.load import Load, measured_run
+from bench.load import WrkLoad, measured_run
 from bench.micro import CASES, PROFILED
 from bench.run import main
 from bench.scaling import WORKER_SETUPS
@@ -55,12 +55,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
             "--fault-requests=4",
             f"--hot-scenarios={','.join(HOT)}",
             "--hot-requests=2",
+            "--hop-configs=kit,floor",
+            "--hop-delays=0,200",
+            "--profile",
             "--micro-iterations=75",
             "--scaling-rounds=1",
             f"--out={tmp_path / 'out'}",
             f"--readme={readme}",
-            "--no-deploy",
-            "--no-host-death",
         ]
     )
 
@@ -75,10 +76,20 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
     st = results["statements"]
     assert list(st) == list(CONFIGS)
-    assert st["kit"] == {"GET /": ["SELECT"], "POST /notes": ["BEGIN", "INSERT", "COMMIT"]}
+    assert st["kit"] == {"GET /": ["SELECT"], "POST /notes": ["BEGIN+INSERT", "COMMIT"]}
     assert st["floor"] == {"GET /": ["SELECT"], "POST /notes": ["INSERT"]}
     assert st["floor-orm"]["GET /"] == ["SELECT"]
     assert st["fsa-preping"]["GET /"][0] == "PING" and "PING" not in st["fsa-recycle"]["GET /"]
+
+    hop = results["hop"]
+    # The relay holds each byte 200 µs each way: never less, whatever the machine's load.
+    assert hop["round_trip_us"]["200"] >= hop["round_trip_us"]["0"] + 350, hop["round_trip_us"]
+    assert list(hop["configs"]) == ["kit", "floor"]
+    for config, endpoints in hop["configs"].items():
+        for endpoint, delays in endpoints.items():
+            for delay, h in delays.items():
+                where = (config, endpoint, delay, h)
+                assert 0 < h["p50_ms"] <= h["p99_ms"] and h["rps"] > 0 and not h["errors"], where
 
     in_process = results["in_process"]
     assert list(in_process["cases"]) == list(CASES)
@@ -117,29 +128,32 @@ def test_bench_smoke(tmp_path: Path) -> None:
     for scenario, row in hot["kit"].items():
         assert row["requests"] == 2 and row["non2xx"] == 0, (scenario, row)
         assert row["slowest_s"] <= NET_TIMEOUT + 1, (scenario, row)
-    phases = {"throughput", "statements", "in-process", "scaling", "hot faults", "idle faults"}
+    phases = {"throughput", "statements", "hop", "in-process", "scaling", "hot faults",
+              "idle faults"}  # fmt: skip
     assert phases <= set(results["phases"])
 
     out = tmp_path / "out"
     assert (out / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| kit |" in (out / "results.md").read_text()
     text = readme.read_text()
-    assert "| the kit ÷" in text and "old" not in text and text.endswith("tail\n")
+    assert "| req/s, the kit ÷" in text and "old" not in text and text.endswith("tail\n")
     assert "bench/results/chart.png" in text
-    assert "not measured" in text
+    assert "one hop away (" in text
     assert _digest(BENCH / "results") == committed, "the smoke run wrote into bench/results"
 
 
 def test_a_run_nothing_answers_is_made_longer_then_refused(mariadb: LocalMariaDB) -> None:
-    """wrk against a server that takes connections and never answers (seen in CI: a machine
-    so busy that a 1 s run got no answer) gives no rate: the run is made again at 2, 4 and
-    8 s, then the bench stops saying why, instead of dividing by zero."""
+    """wrk against a server that takes connections and never answers (as a machine too busy
+    to answer within a 1 s run does) gives no rate: the run is made again at 2, 4 and 8 s,
+    then the bench stops saying why, instead of dividing by zero."""
     listener = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody reads
     try:
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         started = time.monotonic()
         with pytest.raises(RuntimeError, match="answered no request in 8 s: the machine is too"):
-            measured_run(url, None, mariadb, "/", "get", Load(threads=1, connections=1, duration=1))
+            measured_run(
+                url, None, mariadb.pid(), "/", "get", WrkLoad(threads=1, connections=1, duration=1)
+            )
         assert time.monotonic() - started >= 1 + 2 + 4 + 8
     finally:
         listener.close()

@@ -55,6 +55,5 @@ def test_host_death_line_says_what_was_measured_or_why_not() -> None:
     line = host_death_line(figures)[1]
     assert "6 non-2xx of which 6 503 JSON, worst latency 7.4 s (bound 8 s)" in line
     assert "first 2xx 9 s after the power-on" in line
-    assert "--no-host-death" in host_death_line({"skipped": "--no-host-death"})[1]
     assert "it failed: boom" in host_death_line({"error": "boom"})[1]
     assert host_death_line(None) == []

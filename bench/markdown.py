@@ -1,0 +1,6 @@
+"""Markdown the report's sections share."""
+
+
+def row(cells: list[str]) -> str:
+    """One table row."""
+    return "| " + " | ".join(cells) + " |"
