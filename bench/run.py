@@ -14,7 +14,7 @@ request: ``--profile`` adds where the kit's time goes (in process) and scaling (
 counts and classes, nginx in front, memory per worker); ``--fleet`` adds ``make deploy``
 timings, rolling deploys and the database host's death on test fleets.
 
-    .venv/bin/python -m bench.run [--rounds 7] [--duration 3] [--profile] [--fleet]
+    .venv/bin/python -m bench.run [--rounds 5] [--duration 3] [--profile] [--fleet]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ LISTS = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     p.add_argument("--duration", type=int, default=3, help="seconds per wrk run (default 3)")
     p.add_argument("--workers", type=int, default=2, help="Gunicorn workers, all configs")
     p.add_argument("--connections", type=int, default=4, help="wrk connections (default 4)")
@@ -87,7 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="one-way delays in µs across the relayed hop ('' skips the hop)",
     )
     p.add_argument("--hop-rounds", type=int, default=1, help="rounds across the hop")
-    p.add_argument("--app-rounds", type=int, default=3, help="third-party apps; 0 skips them")
+    p.add_argument("--hop-duration", type=int, default=2, help="seconds per wrk run there")
+    p.add_argument("--app-rounds", type=int, default=2, help="third-party apps; 0 skips them")
     p.add_argument(
         "--profile",
         action="store_true",
@@ -157,8 +159,9 @@ def measure_on_mariadb(
         )
     if args.hop_delays and args.hop_configs and args.hop_rounds:
         with progress.phase("hop"):
+            hop_load = replace(load, duration=args.hop_duration)
             results["hop"] = across_a_hop(
-                db, args.hop_configs, args.hop_delays, load, args.hop_rounds, args.workers,
+                db, args.hop_configs, args.hop_delays, hop_load, args.hop_rounds, args.workers,
                 raw, progress, args.warmup,
             )  # fmt: skip
     if args.micro_iterations:
@@ -267,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with progress.phase("fleet hop, host death"):
             hop = partial(
                 fleet_hop, configs=args.hop_configs, rounds=args.hop_rounds,
-                load=WrkLoad(args.threads, args.connections, args.duration),
+                load=WrkLoad(args.threads, args.connections, args.hop_duration),
                 workers=args.workers, raw=raw, progress=progress, warm_up=args.warmup,
             )  # fmt: skip
             figures = fleet_figures(partial(time_host_death, hop=hop), raw, progress)
