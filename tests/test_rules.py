@@ -179,8 +179,8 @@ def hook(server: Any, worker: Any) -> None:
         # An app that makes its engines in the worker (MLflow): nothing to share.
         (gunicorn(post_fork=hook, verdict=AppFacts.NO_ENGINE), "preload_app + post_fork", PASS),
         (gunicorn(post_fork=hook, verdict=""), "preload_app + post_fork", WARN),  # not run
-        (gunicorn(timeout=45), "Gunicorn timeout vs database waits", PASS),
-        (gunicorn(timeout=44), "Gunicorn timeout vs database waits", FAIL),
+        (gunicorn(timeout=42), "Gunicorn timeout vs database waits", PASS),
+        (gunicorn(timeout=41), "Gunicorn timeout vs database waits", FAIL),
         (gunicorn(timeout=31), "Gunicorn timeout vs database waits", FAIL),
     ],
 )
