@@ -15,7 +15,8 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-Problem = tuple[tuple[str, ...], str]
+from .common import Finding, is_address
+
 Views = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -54,7 +55,7 @@ def admits(entries: list[Any], address: str) -> bool:
     return False
 
 
-def server(db: str, d: Mapping[str, Any], apps: Mapping[str, Any]) -> Iterator[Problem]:
+def server(db: str, d: Mapping[str, Any], apps: Mapping[str, Any]) -> Iterator[Finding]:
     """The server's settings against the app hosts'."""
     idle = d["db_idle_timeout"]
     wait, interactive = d["mysql_wait_timeout"], d["mysql_interactive_timeout"]
@@ -94,12 +95,12 @@ def server(db: str, d: Mapping[str, Any], apps: Mapping[str, Any]) -> Iterator[P
 
 def client(
     db: str, d: Mapping[str, Any], wall: Mapping[str, Any], app: str, a: Any
-) -> Iterator[Problem]:
+) -> Iterator[Finding]:
     """One app host reaches the server: address, certificate name, grant, firewall."""
     host, own, bind = str(a["app_db_host"]), str(a["private_address"]), str(d["mysql_bind_address"])
     if host in LOOPBACK and app != db:
         yield (app,), f"app_db_host={host} on {app}, which is not the db host {db}: set db_address"
-    elif host not in LOOPBACK and ipaddress_like(host) and bind not in (*ANY_ADDRESS, host):
+    elif host not in LOOPBACK and is_address(host) and bind not in (*ANY_ADDRESS, host):
         yield (
             (db, app),
             (
@@ -136,15 +137,7 @@ def client(
         )
 
 
-def ipaddress_like(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def tls_files(db: str, d: Mapping[str, Any]) -> Iterator[Problem]:
+def tls_files(db: str, d: Mapping[str, Any]) -> Iterator[Finding]:
     """The kit's own CA, or every file of the operator's own."""
     ca, tls_dir = str(d["db_tls_ca_cert"]), str(d["db_tls_dir"])
     if true(d["db_tls_generate"]):
@@ -169,7 +162,7 @@ def tls_files(db: str, d: Mapping[str, Any]) -> Iterator[Problem]:
             )
 
 
-def managed(apps: Mapping[str, Any]) -> Iterator[Problem]:
+def managed(apps: Mapping[str, Any]) -> Iterator[Finding]:
     """No db group: the app hosts use a database the kit does not provision."""
     for app, a in apps.items():
         if not str(a["app_db_host"]):
@@ -200,7 +193,7 @@ def managed(apps: Mapping[str, Any]) -> Iterator[Problem]:
             )
 
 
-def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Problem]:
+def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Finding]:
     """One web host: its upstreams, its open ports, and the app hosts admitting it."""
     apps, walls = views["app"], views["firewall"]
     expected = []
@@ -266,7 +259,7 @@ def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Problem]:
             )
 
 
-def problems(views: Views) -> Iterator[Problem]:
+def problems(views: Views) -> Iterator[Finding]:
     apps, dbs, walls = views["app"], views["mysql"], views["firewall"]
     if apps and not dbs:
         yield from managed(apps)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-Problem = tuple[tuple[str, ...], str]
+from .common import Finding
 
 # Gunicorn's APP_MODULE: a dotted module, then ":" and a name or a factory call.
 WSGI = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*(\(.*\))?)?")
@@ -25,7 +25,7 @@ def wheel(package: str) -> bool:
     return package.endswith(".whl")
 
 
-def problems(views: Mapping[str, Any]) -> Iterator[Problem]:
+def problems(views: Mapping[str, Any]) -> Iterator[Finding]:
     for host, v in views["app"].items():
         yield from (((host,), line) for line in host_problems(v))
 

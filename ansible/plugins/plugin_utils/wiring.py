@@ -19,13 +19,11 @@ The kit's rules between settings (:mod:`.inventory`) run once this finds nothing
 from __future__ import annotations
 
 import difflib
-import ipaddress
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from . import agreement, release
-
-Problem = tuple[tuple[str, ...], str]
+from .common import Finding, is_address
 
 # systemd's IPAddressAllow= keywords besides addresses and networks.
 SYSTEMD_KEYWORDS = ("any", "localhost", "link-local", "multicast")
@@ -36,21 +34,13 @@ VAULT_HINT = (
 )
 
 
-def is_address(text: str, networks: bool = False) -> bool:
-    try:
-        ipaddress.ip_network(text, strict=False) if networks else ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def split_listen(listen: str) -> tuple[str, str]:
     """ "10.0.0.21:8000" -> ("10.0.0.21", "8000"); "[::1]:8000" -> ("::1", "8000")."""
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), port
 
 
-def names(inventory: Mapping[str, Any]) -> Iterator[Problem]:
+def names(inventory: Mapping[str, Any]) -> Iterator[Finding]:
     """Every name with a kit prefix that a host sets must be an option of one of the roles."""
     known = {name for options in inventory["specs"].values() for name in options}
     for host, own in inventory["set"].items():
@@ -66,7 +56,7 @@ def names(inventory: Mapping[str, Any]) -> Iterator[Problem]:
             yield (host,), f"{name} cannot be worked out ({error}): set it, or what it refers to"
 
 
-def number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     try:
@@ -82,7 +72,7 @@ def type_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
     whole = not isinstance(value, bool) and str(value).strip().lstrip("-").isdigit()
     if kind == "int" and not whole:
         return f"{name}={value!r} is not a whole number: set it to a whole number"
-    if kind == "float" and not number(value):
+    if kind == "float" and not is_number(value):
         return f"{name}={value} is not a positive number of seconds: set {name} to one"
     if kind == "bool" and str(value).lower() not in ("true", "false", "yes", "no", "1", "0"):
         return f"{name}={value!r} is not true or false: set it to true or false"
@@ -100,10 +90,10 @@ def type_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
     return None
 
 
-def types(inventory: Mapping[str, Any]) -> Iterator[Problem]:
+def types(inventory: Mapping[str, Any]) -> Iterator[Finding]:
     """The values a host sets itself first: a default derived from a wrong one is noise."""
     specs = {n: spec for options in inventory["specs"].values() for n, spec in options.items()}
-    found: dict[bool, list[Problem]] = {True: [], False: []}
+    found: dict[bool, list[Finding]] = {True: [], False: []}
     for view in inventory["views"].values():
         for host, values in view.items():
             own = inventory["set"].get(host, [])
@@ -115,7 +105,7 @@ def types(inventory: Mapping[str, Any]) -> Iterator[Problem]:
     for host, values in inventory["views"]["firewall"].items():
         for name in ("db_idle_timeout", "network_idle_timeout"):
             value = values.get(name, "")
-            if str(value).strip() and (not number(value) or float(value) <= 0):
+            if str(value).strip() and (not is_number(value) or float(value) <= 0):
                 problem = f"{name}={value} is not a positive number of seconds: set {name} to one"
                 found[True].append(((host,), problem))
     yield from found[True] or found[False]
@@ -147,7 +137,7 @@ ADDRESS_LISTS: list[tuple[str, str, Callable[[str], bool]]] = [
 ]
 
 
-def addresses(inventory: Mapping[str, Any]) -> Iterator[Problem]:
+def addresses(inventory: Mapping[str, Any]) -> Iterator[Finding]:
     """Where only an address works, a name is refused with the variable that holds it."""
     views = inventory["views"]
     hosts = views["firewall"]
@@ -214,7 +204,7 @@ def addresses(inventory: Mapping[str, Any]) -> Iterator[Problem]:
                 )
 
 
-def shared(inventory: Mapping[str, Any]) -> Iterator[Problem]:
+def shared(inventory: Mapping[str, Any]) -> Iterator[Finding]:
     """The shared variables (roles/shared) must look the same from every host."""
     hosts = inventory["views"]["firewall"]
     for name in inventory["specs"].get("shared", {}):
@@ -244,7 +234,7 @@ PASSWORDS = {
 }
 
 
-def secrets(inventory: Mapping[str, Any]) -> Iterator[Problem]:
+def secrets(inventory: Mapping[str, Any]) -> Iterator[Finding]:
     """The views hold stars for passwords: their length is all this can check."""
     for source, uses in PASSWORDS.items():
         short = {
@@ -260,7 +250,7 @@ def secrets(inventory: Mapping[str, Any]) -> Iterator[Problem]:
             )
 
 
-def problems(inventory: Mapping[str, Any]) -> Iterator[Problem]:
+def problems(inventory: Mapping[str, Any]) -> Iterator[Finding]:
     """Names and types first, then addresses: the checks after them read the values."""
     found = [*names(inventory), *types(inventory)]
     if not found:
