@@ -3,8 +3,10 @@ through web1 from this machine: one app host at a time, drained from nginx, rest
 gated on /readyz from web1, put back; a release that cannot get ready stops the run on
 the first host, which goes back on its previous release.
 
-One fleet for the module, booted and converged cold once, removed even when a test fails.
-The tests run in order and each starts from the release the previous one left.
+One fleet for the module, booted and converged cold once, then given a second release so
+that every app host has a previous one to roll back to; removed even when a test fails.
+Each test starts from both app hosts serving ``fleet.source_dir`` and leaves them so, in
+whatever order the tests run.
 """
 
 from __future__ import annotations
@@ -48,8 +50,18 @@ def fleet(
         seconds = fleet.up()
         cold = fleet.playbook()
         assert cold.returncode == 0, cold.output[-6000:]
+        assert fleet.source_dir is not None
+        second = release_variant(
+            fleet.source_dir, tmp_path_factory.mktemp("release") / "second", note="second"
+        )
+        warm = fleet.playbook("-e", f"app_source_dir={second}")
+        assert warm.returncode == 0, warm.output[-6000:]
+        fleet.source_dir = second
         report(
-            request, "rolling", f"fleet boot {seconds:.0f} s, cold converge {cold.seconds:.0f} s"
+            request,
+            "rolling",
+            f"fleet boot {seconds:.0f} s, cold converge {cold.seconds:.0f} s, "
+            f"a second release {warm.seconds:.0f} s",
         )
         yield fleet
 
@@ -307,6 +319,10 @@ def test_the_runbook_drains_app1_and_rolls_it_back_under_load(
     assert load.ok > 20
     assert load.failures == [], load.failures[:10]
     serving(fleet)
+    # app1 back on the fleet's release, by the deploy itself.
+    again = fleet.playbook()
+    assert again.returncode == 0, again.output[-6000:]
+    assert current(fleet, "app1") == current(fleet, "app2")
 
 
 def test_nginx_passes_over_an_app_host_that_refuses_connections(
