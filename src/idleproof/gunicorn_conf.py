@@ -142,11 +142,10 @@ control_socket_disable = _bool("CONTROL_SOCKET_DISABLE", True)
 #   accesslog - Off by default. nginx in front already writes one line per request
 #               with the client's address, nginx's request id, the status and the
 #               upstream's response time (nginx/idle-proof.conf); Gunicorn's line
-#               repeats it. Measured by `make bench` (bench/results): one access line
-#               costs ~40 µs of worker CPU (about 4 % of a GET / in process; 3 % of
-#               GET / throughput under load), and under systemd every line also costs
-#               the journal, whose default rate limit (10000 lines per 30 s per
-#               service) a busy app would exhaust, suppressing the app's own lines.
+#               repeats it, at a cost in worker CPU that `make bench` measures (the
+#               kit-accesslog row of bench/results/results.md). Under systemd every
+#               line also costs the journal, whose default rate limit (10000 lines per
+#               30 s per service) a busy app would exhaust, suppressing the app's own.
 #               GUNICORN_ACCESSLOG=- writes it to stdout (the journal), e.g. without
 #               nginx in front or while debugging; with Ansible, put it in
 #               app_extra_environment.
