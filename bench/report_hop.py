@@ -9,6 +9,12 @@ from bench.configs import ENDPOINTS
 from bench.markdown import row
 
 
+def cell(e: dict[str, Any]) -> str:
+    """One configuration at one delay: p50 / p99 latency, throughput, errors if any."""
+    errors = f", {e['errors']} errors" if e["errors"] else ""
+    return f"{e['p50_ms']:.2f} / {e['p99_ms']:.2f} ms, {e['rps']:.0f}/s{errors}"
+
+
 def hop_tables(hop: dict[str, Any] | None, statements: dict[str, Any] | None) -> list[str]:
     """Per endpoint: each delay's row, each configuration's latency and throughput."""
     if not hop:
@@ -35,10 +41,7 @@ def hop_tables(hop: dict[str, Any] | None, statements: dict[str, Any] | None) ->
         ]
         for delay in map(str, hop["delays_us"]):
             cells = [f"{delay} µs", f"{hop['round_trip_us'][delay]} µs"]
-            for c in configs:
-                e = hop["configs"][c][endpoint][delay]
-                errors = f", {e['errors']} errors" if e["errors"] else ""
-                cells.append(f"{e['p50_ms']:.2f} / {e['p99_ms']:.2f} ms, {e['rps']:.0f}/s{errors}")
+            cells += [cell(hop["configs"][c][endpoint][delay]) for c in configs]
             lines.append(row(cells))
     return lines
 
@@ -62,10 +65,7 @@ def fleet_hop_table(fh: dict[str, Any] | None) -> list[str]:
     ]
     for endpoint in ENDPOINTS:
         cells = [f"`{endpoint}`"]
-        for c in configs:
-            e = fh["configs"][c][endpoint]
-            errors = f", {e['errors']} errors" if e["errors"] else ""
-            cells.append(f"{e['p50_ms']:.2f} / {e['p99_ms']:.2f} ms, {e['rps']:.0f}/s{errors}")
+        cells += [cell(fh["configs"][c][endpoint]) for c in configs]
         lines.append(row(cells))
     return lines
 
