@@ -401,6 +401,12 @@ NO_POST_FORK = """\
     from idleproof.gunicorn_conf import *  # noqa: F403
 
 
+    # Neither hook that closes the master's connections: when_ready's before the fork,
+    # post_fork's after it.
+    def when_ready(server):
+        pass
+
+
     def post_fork(server, worker):
         pass
 """
@@ -482,7 +488,7 @@ def test_under_gunicorn_post_fork_gives_each_worker_a_pool_of_its_own(
 def test_without_post_fork_only_the_guard_keeps_the_masters_connection_out(
     mariadb: LocalMariaDB, kit_env: SetEnv, tmp_path: Path
 ) -> None:
-    """The control: the same app without the hook still works (the guard's fork check), and
+    """The control: the same app without the hooks still works (the guard's fork check), and
     the log shows the difference the test above relies on."""
     kit_env()
     answers, log = run_preloaded_app(
