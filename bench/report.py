@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.configs import DESCRIPTIONS, ENDPOINTS
 from bench.markdown import row
-from bench.report_costs import access_log, in_process, statements_table, targets
+from bench.report_costs import access_log, in_process, missed, statements_table, targets
 from bench.report_faults import fault_sections
 from bench.report_hop import fleet_hop_table, hop_tables, net_timeout_line
 from harness import ROOT
@@ -280,7 +280,7 @@ def markdown(results: dict[str, Any]) -> str:
     tp = results["throughput"]
     lines = intro(results) + throughput_table(tp) + cpu_table(tp)
     if "kit" in tp:
-        lines += targets(tp) + access_log(tp, results.get("in_process"))
+        lines += targets(tp) + missed(results) + access_log(tp, results.get("in_process"))
     if results.get("statements"):
         lines += statements_table(results["statements"])
     if results.get("in_process"):

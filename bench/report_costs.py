@@ -27,6 +27,73 @@ def targets(tp: dict[str, Any]) -> list[str]:
     return lines
 
 
+def missed(results: dict[str, Any]) -> list[str]:
+    """Where a missed target's gap is, in this run's own figures: worker CPU against round
+    trips on loopback, the library's share of it, and the hop that pays it back."""
+    tp = results["throughput"]
+    gaps = [
+        (config, endpoint)
+        for config, goal in TARGETS.items()
+        if config in tp
+        for endpoint in ENDPOINTS
+        if tp[config][endpoint]["kit_ratio"] < goal
+    ]
+    if not gaps:
+        return []
+    traced = results.get("statements") or {}
+    parts = []
+    for config, endpoint in gaps:
+        cpu = tp["kit"][endpoint]["app_cpu_us"] - tp[config][endpoint]["app_cpu_us"]
+        part = f"{endpoint} beside {config}: {cpu:+.0f} µs of worker CPU per request"
+        if config in traced and "kit" in traced:
+            trips = len(traced["kit"][endpoint]), len(traced[config][endpoint])
+            part += f", {trips[0]} round trips against {trips[1]}"
+        parts.append(part)
+    text = "Where a target is missed, the gap is in the CPU table above: " + "; ".join(parts)
+    profile = (results.get("in_process") or {}).get("profile")
+    if profile:
+        library = AREAS[0][0]
+        own = ", ".join(
+            f"{e} {profile['kit'][e][library] - profile['floor-orm'][e][library]:+.0f} µs"
+            for e in ENDPOINTS
+            if any(e == endpoint for _, endpoint in gaps)
+        )
+        text += (
+            ". The profile below puts this much of it in the idleproof library's own code "
+            f"beside floor-orm ({own}): the checkout guard, the write's transaction and retry "
+            "bookkeeping, the metrics counts"
+        )
+    text += _hop_payback(results.get("hop"), gaps)
+    return ["", text + "."]
+
+
+def _hop_payback(hop: dict[str, Any] | None, gaps: list[tuple[str, str]]) -> str:
+    """The smallest delay of the hop tables at which the kit outran every configuration it
+    trailed on loopback, on that endpoint."""
+    if not hop:
+        return ""
+    said = []
+    for endpoint in ENDPOINTS:
+        trailed = [c for c, e in gaps if e == endpoint and c in hop["configs"]]
+        if not trailed:
+            continue
+        runs = {c: hop["configs"][c][endpoint] for c in ["kit", *trailed]}
+        ahead = [
+            d
+            for d in map(str, hop["delays_us"])
+            if all(runs["kit"][d]["rps"] >= runs[c][d]["rps"] for c in trailed)
+        ]
+        if ahead:
+            d = ahead[0]
+            said.append(
+                f"{endpoint} ahead of {', '.join(trailed)} from {d} µs each way "
+                f"({hop['round_trip_us'][d]} µs round trip)"
+            )
+        else:
+            said.append(f"{endpoint} behind {', '.join(trailed)} at every delay measured")
+    return ". Across a hop (the hop tables below): " + "; ".join(said) if said else ""
+
+
 def access_log(tp: dict[str, Any], micro: dict[str, Any] | None) -> list[str]:
     if "kit-accesslog" not in tp:
         return []

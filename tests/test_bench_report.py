@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench.configs import BENCH
 from bench.report import MARK_END, MARK_START, host_death_line, markdown, write_readme
+from bench.report_costs import missed
 from bench.report_summary import summary
 from harness import ROOT
 
@@ -57,3 +58,17 @@ def test_host_death_line_says_what_was_measured_or_why_not() -> None:
     assert "first 2xx 9 s after the power-on" in line
     assert "it failed: boom" in host_death_line({"error": "boom"})[1]
     assert host_death_line(None) == []
+
+
+def test_a_missed_target_is_explained_and_a_met_one_is_not() -> None:
+    results = json.loads((RESULTS / "results.json").read_text())
+    tp = results["throughput"]
+    for config, endpoint in [("fsa-recycle", "POST /notes"), ("floor-orm", "GET /")]:
+        tp[config][endpoint]["kit_ratio"] = 0.5
+    said = missed(results)[-1]
+    assert "POST /notes beside fsa-recycle" in said and "GET / beside floor-orm" in said, said
+    assert "idleproof library's own code" in said and "Across a hop" in said, said
+    for config in tp:
+        for endpoint in tp[config]:
+            tp[config][endpoint]["kit_ratio"] = 1.5
+    assert missed(results) == []
