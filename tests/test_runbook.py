@@ -93,9 +93,15 @@ def incident_journal(start_app: AppFactory, mariadb: LocalMariaDB, path: Path) -
             break
     # Section 7: the host lost under load; a kit that cannot ping its busy connections.
     hot = start_app(**HOT_ENV, DB_IDLE_TIMEOUT="600")
-    warm(FaultContext(mariadb, hot.url, WAIT_TIMEOUT), 5)
-    with vanish(mariadb.port):
-        assert hit(hot.url, 4, timeout=10).failures == 0
+    # A vanished connection is met under a statement only when a request uses it before its
+    # keepalives give up on it (DB_NET_TIMEOUT; it is then replaced at checkout instead): on
+    # a busy machine the requests can come later than that, so the incident is repeated.
+    for _ in range(3):
+        warm(FaultContext(mariadb, hot.url, WAIT_TIMEOUT), 5)
+        with vanish(mariadb.port):
+            assert hit(hot.url, 4, timeout=10).failures == 0
+        if "connection lost under a statement" in hot.log_path.read_text():
+            break
     hot.stop()
     path.write_text(
         naive.log_path.read_text() + kit.log_path.read_text() + hot.log_path.read_text()
