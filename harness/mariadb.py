@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +166,17 @@ class LocalMariaDB:
             return rows
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def wait_timeout(self, seconds: float) -> Iterator[None]:
+        """The server's global wait_timeout (what new connections get) set to ``seconds``,
+        and put back to what it was on exit."""
+        ((before,),) = self.execute("SELECT @@GLOBAL.wait_timeout")
+        self.execute(f"SET GLOBAL wait_timeout = {seconds}")
+        try:
+            yield
+        finally:
+            self.execute(f"SET GLOBAL wait_timeout = {before}")
 
     def create_app_database(self) -> None:
         secret_file = self.directory / "app-password"

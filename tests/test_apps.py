@@ -25,7 +25,7 @@ from harness import apps
 from harness.faults import vanish
 from harness.gunicorn import GunicornServer
 from harness.mariadb import LocalMariaDB
-from tests.helpers import WAIT_TIMEOUT, report
+from tests.helpers import report
 
 pytestmark = pytest.mark.slow
 
@@ -39,15 +39,10 @@ REQUESTS = 6
 APP_WAIT_TIMEOUT = 5
 
 
-def set_wait_timeout(db: LocalMariaDB, seconds: int) -> None:
-    db.execute(f"SET GLOBAL wait_timeout = {seconds}")
-
-
 @pytest.fixture(scope="module", autouse=True)
 def app_wait_timeout(mariadb: LocalMariaDB) -> Iterator[None]:
-    set_wait_timeout(mariadb, APP_WAIT_TIMEOUT)
-    yield
-    set_wait_timeout(mariadb, WAIT_TIMEOUT)
+    with mariadb.wait_timeout(APP_WAIT_TIMEOUT):
+        yield
 
 
 def send(server: GunicornServer, r: apps.Request) -> int | str:
@@ -83,11 +78,8 @@ def database(
     )
     url = mariadb.url.rsplit("/", 1)[0] + f"/{app.name}"
     # A migration holds one connection longer than the test server's wait_timeout.
-    set_wait_timeout(mariadb, 3600)
-    try:
+    with mariadb.wait_timeout(3600):
         apps.migrate(app, installed, url, tmp_path_factory.mktemp(f"{app.name}-migrate"))
-    finally:
-        set_wait_timeout(mariadb, APP_WAIT_TIMEOUT)
     return url
 
 
@@ -149,7 +141,8 @@ def kill(db: LocalMariaDB) -> AbstractContextManager[object]:
 
 def restart(db: LocalMariaDB) -> AbstractContextManager[object]:
     db.restart()
-    set_wait_timeout(db, APP_WAIT_TIMEOUT)  # a restarted server reads its config's 2 s
+    # A restarted server reads its config's 2 s again.
+    db.execute(f"SET GLOBAL wait_timeout = {APP_WAIT_TIMEOUT}")
     return nullcontext()
 
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from harness.mariadb import LocalMariaDB
-from tests.helpers import WAIT_TIMEOUT, AppFactory
+from tests.helpers import AppFactory
 
 pytestmark = pytest.mark.slow
 
@@ -66,14 +66,11 @@ def test_reads_see_fresh_data_and_hold_no_metadata_lock(
 ) -> None:
     # The server keeps idle connections for a minute here, not the fixture's 2 s: on a busy
     # machine a pause between two reads must not end the bare engine's snapshot for it.
-    mariadb.execute("SET GLOBAL wait_timeout = 60")
-    try:
+    with mariadb.wait_timeout(60):
         app = start_app(variant)
         warm(app.url, mariadb)
         seen = newest_seen(app.url, committed_note(mariadb))
         waits = alter_waits(mariadb)
-    finally:
-        mariadb.execute(f"SET GLOBAL wait_timeout = {WAIT_TIMEOUT}")
     if variant == "kit":
         assert all(seen), f"a read missed a note committed before it: {seen}"
         assert not waits, "the kit's idle connections hold a metadata lock on notes"
