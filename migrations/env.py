@@ -16,6 +16,7 @@ from alembic import context
 
 from app.models import Base
 from idleproof.connection import tls_args
+from idleproof.plugin import MIGRATION
 from idleproof.settings import Settings, SettingsError
 
 if context.config.config_file_name is not None:
@@ -29,10 +30,15 @@ try:
 except SettingsError as exc:
     sys.exit(f"configuration error: {exc}")
 
+# The migration plugin: keepalives keep a firewall's flow alive between statements and
+# find a dead host; no statement is cut short. Added unless the URL names it already.
+url = sqlalchemy.make_url(settings.database_url)
+named = sqlalchemy.util.to_list(url.query.get("plugin", ()))
 engine = sqlalchemy.create_engine(
-    settings.database_url,
+    url,
     poolclass=sqlalchemy.NullPool,
     connect_args={"connect_timeout": settings.connect_timeout, **tls_args(settings.tls_ca)},
+    plugins=[] if MIGRATION in named else [MIGRATION],
 )
 with engine.connect() as connection:
     context.configure(connection=connection, target_metadata=Base.metadata)

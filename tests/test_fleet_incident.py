@@ -6,7 +6,8 @@ gateways and firewalls do. The one inventory variable sets both the firewall's l
 and the app's (the app role's idle limit, so its pool recycles below it).
 
 * idle past the limit: through web1 the kit answers 2xx; the naive app beside it on app1,
-  through the same firewall, hangs;
+  through the same firewall, hangs; a migration's idle connection survives with the
+  migration plugin and is lost without it;
 * ``idleproof probe-idle`` on app1 finds a silent drop at the limit; ``idleproof doctor`` on
   app1 FAILs a pool recycle above it;
 * deploy/RUNBOOK.md section 8 ("find which hop"), every command, on its host;
@@ -124,6 +125,64 @@ def test_idle_past_the_network_limit_kit_2xx_naive_hangs(
     assert len(kit.answers) >= 10 and kit_failed == [], kit_failed
     assert any(s != 200 for s, _ in naive_answers), f"the naive app survived: {naive_answers}"
     assert dropped > 0, "the firewall dropped nothing: the naive app failed for another reason"
+
+
+# One connection per engine, idle past the firewall's limit, then a statement: what a
+# migration tool does while it loads its next step. The same application arguments for both
+# (its own 8 s read timeout, so the plain one fails instead of waiting out TCP).
+_IDLE_MIGRATION = """\
+import json, os, sys, threading, time
+import sqlalchemy
+from idleproof.connection import tls_args
+idle = float(sys.argv[1])
+url = os.environ["DATABASE_URL"]
+args = {"read_timeout": 8, **tls_args(os.environ.get("DB_TLS_CA", ""))}
+outcome = {}
+def run(name, url):
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool, connect_args=args)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+        time.sleep(idle)
+        try:
+            conn.exec_driver_sql("SELECT 1")
+            outcome[name] = "ok"
+        except sqlalchemy.exc.OperationalError as exc:
+            outcome[name] = str(exc.orig)
+threads = [threading.Thread(target=run, args=item) for item in
+           (("plain", url), ("migration plugin", url + "?plugin=idleproof_migration"))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps(outcome))
+"""
+
+
+def test_a_migrations_idle_connection_survives_the_firewall_with_the_migration_plugin(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """The migration plugin's keepalives keep the flow in the firewall's table while the
+    connection waits; the same connection without them is forgotten and its next statement
+    lost."""
+    limit = declared_limit(fleet)
+    dropped_before = conntrack.dropped(fleet, "db1")
+    ran = fleet.run(
+        "app1", "systemd-run", "--pipe", "--wait", "--collect", "--quiet",
+        f"--property=EnvironmentFile={APP_ENV}", f"{RELEASE}/venv/bin/python", "-c",
+        _IDLE_MIGRATION, str(limit + 4), check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    outcome = json.loads(ran.stdout.strip().splitlines()[-1])
+    dropped = conntrack.dropped(fleet, "db1") - dropped_before
+    report(
+        request,
+        "incident",
+        f"a migration's connection idle {limit + 4} s past a {limit} s firewall limit: "
+        f"{outcome} | firewall dropped {dropped} packets",
+    )
+    assert outcome["migration plugin"] == "ok", outcome
+    assert "2013" in outcome["plain"], outcome
+    assert dropped > 0, "the firewall dropped nothing: the plain connection failed otherwise"
 
 
 def probe(fleet: Fleet, host: str, max_seconds: int) -> dict[str, object]:

@@ -8,6 +8,7 @@ each test can fail.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import textwrap
@@ -246,6 +247,116 @@ def test_a_query_to_a_vanished_peer_is_bounded_by_net_timeout(
         "plugin",
         f"vanished peer: plugin engine raised after {took:.1f} s (DB_NET_TIMEOUT={NET_TIMEOUT}); "
         f"plain engine still waiting after {waited:.1f} s",
+    )
+
+
+def keepalive(conn: Any) -> tuple[int, int, int]:
+    """SO_KEEPALIVE, the idle seconds before the first probe, and TCP_USER_TIMEOUT (ms) on
+    a SQLAlchemy connection's socket."""
+    sock: socket.socket = conn.connection.dbapi_connection._sock
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+    )
+
+
+def test_the_migration_plugin_cuts_no_statement_the_web_plugin_would(
+    mariadb: LocalMariaDB,
+    kit_env: SetEnv,
+    engines: list[Engine],
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A statement longer than DB_READ_TIMEOUT (an ALTER TABLE on a big table): the web
+    plugin cuts it, the migration plugin lets it run, with the same keepalives."""
+    kit_env(DB_IDLE_TIMEOUT="60", DB_NET_TIMEOUT=str(NET_TIMEOUT), DB_READ_TIMEOUT="3")
+    caplog.set_level(logging.INFO, logger="idleproof.plugin")
+    web = sqlalchemy.create_engine(with_plugin(mariadb.url), pool_pre_ping=True)
+    migration = sqlalchemy.create_engine(
+        f"{mariadb.url}?plugin={plugin.MIGRATION}", pool_pre_ping=True
+    )
+    plain = sqlalchemy.create_engine(mariadb.url)
+    engines.extend([web, migration, plain])
+    long_statement = text("SELECT SLEEP(5)")
+    with web.connect() as conn:
+        web_socket = keepalive(conn)
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            conn.execute(long_statement)
+        web_took = time.monotonic() - started
+    with migration.connect() as conn:
+        migration_socket = keepalive(conn)
+        started = time.monotonic()
+        assert conn.execute(long_statement).scalar_one() == 0
+        migration_took = time.monotonic() - started
+    with plain.connect() as conn:
+        plain_socket = keepalive(conn)
+
+    assert web_took < 4.5, web_took
+    assert migration_socket == web_socket == (1, 1, NET_TIMEOUT * 1000), migration_socket
+    # PyMySQL's own keepalive waits the kernel's default (two hours) before its first
+    # probe: long after any firewall forgot the flow.
+    assert plain_socket[1] > 600 and plain_socket[2] == 0, plain_socket
+    assert not is_protected(migration)  # no guard: nothing ends its statements
+    assert migration.pool._pre_ping is True  # the app's own
+    lines = [r.getMessage() for r in caplog.records if plugin.MIGRATION in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and mariadb.password not in lines[0], lines
+    report(
+        request,
+        "plugin",
+        f"a 5 s statement, DB_READ_TIMEOUT=3: web plugin cut it after {web_took:.1f} s, "
+        f"migration plugin let it end after {migration_took:.1f} s; keepalives on both",
+    )
+
+
+def test_a_migrations_connection_to_a_vanished_peer_fails_within_net_timeout(
+    mariadb: LocalMariaDB,
+    kit_env: SetEnv,
+    engines: list[Engine],
+    request: pytest.FixtureRequest,
+) -> None:
+    """The migration plugin sets no read timeout, yet a statement sent to a host that
+    vanished fails after DB_NET_TIMEOUT; the same migration engine without it hangs."""
+    kit_env(DB_IDLE_TIMEOUT="60", DB_NET_TIMEOUT=str(NET_TIMEOUT), DB_READ_TIMEOUT="15")
+    migration = sqlalchemy.create_engine(f"{mariadb.url}?plugin={plugin.MIGRATION}")
+    plain = sqlalchemy.create_engine(mariadb.url)
+    engines.extend([migration, plain])
+    migration_conn, plain_conn = migration.connect(), plain.connect()
+    for conn in (migration_conn, plain_conn):
+        conn.execute(text("SELECT 1"))
+    plain_socket: socket.socket = plain_conn.connection.dbapi_connection._sock  # type: ignore[union-attr]
+
+    def plain_statement() -> None:
+        with contextlib.suppress(OperationalError):  # ended by the shutdown below
+            plain_conn.execute(text("SELECT 1"))
+
+    plain_thread = threading.Thread(target=plain_statement, daemon=True)
+    try:
+        with vanish(mariadb.port) as gone:
+            assert gone >= 2
+            plain_thread.start()
+            started = time.monotonic()
+            with pytest.raises(OperationalError):
+                migration_conn.execute(text("SELECT 1"))
+            took = time.monotonic() - started
+            plain_thread.join(timeout=max(0.0, NET_TIMEOUT + 3 - took))
+            plain_waiting = plain_thread.is_alive()
+            waited = time.monotonic() - started
+    finally:
+        if plain_thread.is_alive():  # TCP's retransmissions would take minutes
+            plain_socket.shutdown(socket.SHUT_RDWR)
+            plain_thread.join(timeout=10)
+        migration_conn.invalidate()
+        plain_conn.invalidate()
+
+    assert took < NET_TIMEOUT + 2, took
+    assert plain_waiting, "the plain engine's statement ended by itself"
+    report(
+        request,
+        "plugin",
+        f"vanished peer: migration plugin raised after {took:.1f} s "
+        f"(DB_NET_TIMEOUT={NET_TIMEOUT}); plain engine still waiting after {waited:.1f} s",
     )
 
 

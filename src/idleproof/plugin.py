@@ -15,6 +15,9 @@ application's. It overrides the pool arguments the application passed (``pool_pr
 ``pool_recycle``, ``pool_size``, ...) with the kit's, and logs one line per engine naming
 each override, so an operator reading the log knows what runs. It does not change the
 application's transactions: reads stay in whatever transaction mode the application uses.
+
+A schema migration gets a plugin of its own, ``?plugin=idleproof_migration``
+(:class:`MigrationPlugin`): the network's bounds without the web request's.
 """
 
 from __future__ import annotations
@@ -24,17 +27,20 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.engine import URL, CreateEnginePlugin, Engine
 from sqlalchemy.engine import url as sa_url
 from sqlalchemy.util import to_list
 
 from idleproof import metrics
+from idleproof.connection import watch_for_dead_peer
 from idleproof.engine import check_tls_ca, connect_options, pool_options, protect
 from idleproof.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 NAME = "idleproof"
+MIGRATION = "idleproof_migration"
 DRIVER = "mysql+pymysql"
 # The environment switch read by :mod:`idleproof.gunicorn_conf`.
 SWITCH = "IDLEPROOF_PLUGIN"
@@ -47,12 +53,7 @@ class IdleProofPlugin(CreateEnginePlugin):
 
     def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
         super().__init__(url, kwargs)
-        shown = url.render_as_string(hide_password=True)
-        if url.drivername != DRIVER:
-            raise SettingsError(
-                f"{shown}: the {NAME} plugin protects {DRIVER} engines only: use a "
-                f"{DRIVER}:// URL or drop plugin={NAME}"
-            )
+        shown = _check_driver(url, NAME)
         taken = [name for name in _OWN_POOL if kwargs.get(name) is not None]
         if taken:
             raise SettingsError(
@@ -76,6 +77,69 @@ class IdleProofPlugin(CreateEnginePlugin):
 
     def engine_created(self, engine: Engine) -> None:
         protect(engine, self.settings, metrics.PrometheusObserver())
+
+
+class MigrationPlugin(CreateEnginePlugin):
+    """``CreateEnginePlugin`` for a schema migration: the network cannot hang it or break
+    it, and no statement is cut short.
+
+    A migration runs once, often on one connection that waits while the tool loads its
+    next step, and runs DDL that takes as long as the table is big. The web plugin's bounds
+    do not fit it: ``DB_READ_TIMEOUT`` would cut an ``ALTER TABLE`` halfway, and its guard
+    would ``KILL`` it. What fits are the kernel's bounds: keepalives that keep a firewall's
+    or NAT's flow alive while the connection waits, with ``TCP_USER_TIMEOUT`` declaring a
+    host dead after ``DB_NET_TIMEOUT`` of silence, and a handshake bounded by
+    ``DB_CONNECT_TIMEOUT``. The application's pool arguments stay as they are, and so do
+    its own read and write timeouts (none, unless it set them).
+    """
+
+    def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
+        super().__init__(url, kwargs)
+        shown = _check_driver(url, MIGRATION)
+        self.settings = Settings.from_env(url=url.render_as_string(hide_password=False))
+        connect_args = dict(kwargs.get("connect_args") or {})
+        # PyMySQL bounds the handshake with its read and write timeouts: the connect
+        # timeout's for the handshake, the application's own (or none) after it.
+        self.statement_timeouts = (
+            connect_args.get("read_timeout"),
+            connect_args.get("write_timeout"),
+        )
+        handshake = connect_args.setdefault("connect_timeout", self.settings.connect_timeout)
+        connect_args["read_timeout"] = connect_args["write_timeout"] = handshake
+        kwargs["connect_args"] = connect_args
+        log.info(
+            "%s plugin on %s: handshake within %s s, a silent peer dead after %s s "
+            "(DB_NET_TIMEOUT), statements unbounded by the kit",
+            MIGRATION,
+            shown,
+            handshake,
+            self.settings.net_timeout,
+        )
+
+    def update_url(self, url: URL) -> URL:
+        return url
+
+    def engine_created(self, engine: Engine) -> None:
+        net_timeout = self.settings.net_timeout
+        read_timeout, write_timeout = self.statement_timeouts
+
+        @event.listens_for(engine, "do_connect")
+        def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+            conn = dialect.connect(*cargs, **cparams)
+            conn._read_timeout, conn._write_timeout = read_timeout, write_timeout
+            watch_for_dead_peer(getattr(conn, "_sock", None), net_timeout)
+            return conn
+
+
+def _check_driver(url: URL, name: str) -> str:
+    """The URL as it may be shown (no password); a URL of another driver is refused."""
+    shown = url.render_as_string(hide_password=True)
+    if url.drivername != DRIVER:
+        raise SettingsError(
+            f"{shown}: the {name} plugin protects {DRIVER} engines only: use a "
+            f"{DRIVER}:// URL or drop plugin={name}"
+        )
+    return shown
 
 
 def apply(kwargs: dict[str, Any], settings: Settings) -> list[str]:
