@@ -360,6 +360,27 @@ def test_a_fail_of_kit_doctor_stops_the_app_play(converged: Fleet) -> None:
     assert found, run.output[-4000:]
 
 
+def test_a_migration_running_on_the_host_stops_a_second_deploy_with_one_line(
+    converged: Fleet,
+) -> None:
+    """Another deploy's migration still running on app1 (here a holder of its lock): this
+    deploy stops before it would migrate beside it, and says what to do."""
+    holder = "ipk-migration-holder"
+    converged.run(
+        "app1", "systemd-run", f"--unit={holder}", "--collect",
+        "/usr/bin/flock", "/run/lock/idle-proof-migrate.lock", "sleep", "600",
+    )  # fmt: skip
+    try:
+        run = converged.playbook("--limit", "app1")
+    finally:
+        converged.run("app1", "systemctl", "stop", holder, check=False)
+    assert run.returncode != 0, run.output[-4000:]
+    fatal = [line for line in run.output.splitlines() if line.startswith("fatal: [app1]")]
+    assert fatal and "a migration of idle-proof is already running on app1" in fatal[-1], (
+        run.output[-4000:]
+    )
+
+
 def test_a_managed_database_serves_app_hosts_without_a_db_group(
     converged: Fleet, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
