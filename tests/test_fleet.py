@@ -381,6 +381,43 @@ def test_a_migration_running_on_the_host_stops_a_second_deploy_with_one_line(
     )
 
 
+def running_environment(fleet: Fleet, host: str) -> dict[str, str]:
+    """The environment of the app's running Gunicorn master, and when it started."""
+    pid = fleet.run(host, "systemctl", "show", "-P", "MainPID", "idle-proof.service").stdout
+    environ = fleet.run(host, "cat", f"/proc/{pid.strip()}/environ").stdout
+    started = fleet.run(
+        host, "systemctl", "show", "-P", "ActiveEnterTimestampMonotonic", "idle-proof.service"
+    ).stdout.strip()
+    found = dict(item.split("=", 1) for item in environ.split("\0") if "=" in item)
+    return found | {"(started)": started}
+
+
+def test_a_setting_written_before_a_failed_migration_reaches_the_app_on_the_next_run(
+    converged: Fleet,
+) -> None:
+    """A run writes a new setting, then its migration fails: the app keeps running as it
+    was. The next run finds the file already written, and must still restart the app."""
+    before = running_environment(converged, "app1")
+    assert before["DB_POOL_SIZE"] != "4", before["DB_POOL_SIZE"]
+    setting = {"app_db_pool_size": 4}
+    try:
+        failed = converged.playbook(
+            "--limit", "app1", "-e", json.dumps(setting | {"app_migrate_command": ["false"]})
+        )
+        assert failed.returncode != 0, failed.output[-4000:]
+        assert "false failed on app1" in failed.output, failed.output[-4000:]
+        assert running_environment(converged, "app1") == before  # not restarted
+        again = converged.playbook("--limit", "app1", "-e", json.dumps(setting))
+        assert again.returncode == 0, again.output[-4000:]
+        after = running_environment(converged, "app1")
+        assert after["(started)"] != before["(started)"], "the app was not restarted"
+        assert after["DB_POOL_SIZE"] == "4"
+    finally:
+        back = converged.playbook("--limit", "app1")
+    assert back.returncode == 0, back.output[-4000:]
+    assert running_environment(converged, "app1")["DB_POOL_SIZE"] == before["DB_POOL_SIZE"]
+
+
 def test_a_managed_database_serves_app_hosts_without_a_db_group(
     converged: Fleet, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
