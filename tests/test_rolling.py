@@ -193,6 +193,33 @@ def test_a_broken_release_stops_on_the_first_host_and_rolls_it_back(
     serving(fleet)
 
 
+def test_a_doctor_fail_after_the_restart_rolls_the_host_back(
+    fleet: Fleet, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A new release, and the server's wait_timeout lowered at run time (the preflight
+    cannot see it): app1 restarts and answers its readiness path, but idleproof doctor
+    FAILs. app1 goes back to the release it ran before it serves the new one; app2 is not
+    touched."""
+    assert fleet.source_dir is not None
+    before = {host: current(fleet, host) for host in APP_HOSTS}
+    app2_started = started_at(fleet, "app2")
+    new = release_variant(fleet.source_dir, tmp_path / "new", note="doctor gate")
+    fleet.run("db1", "mysql", "-e", "SET GLOBAL wait_timeout = 20")
+    try:
+        rolled = under_load(fleet, extra={"app_source_dir": str(new)}, log=tmp_path / "run.log")
+    finally:
+        fleet.run("db1", "mysql", "-e", "SET GLOBAL wait_timeout = 60")
+    report(request, "rolling", f"a doctor FAIL after the restart, rolling: {rolled.summary()}")
+    assert rolled.run.returncode != 0, rolled.run.output[-6000:]
+    fatal = [line for line in rolled.run.output.splitlines() if line.startswith("fatal: [app1]")]
+    assert fatal and "idleproof doctor: FAIL wait_timeout" in fatal[-1], rolled.run.output[-6000:]
+    assert "current is back on" in fatal[-1], fatal[-1]
+    assert {host: current(fleet, host) for host in APP_HOSTS} == before
+    assert started_at(fleet, "app2") == app2_started
+    nothing_lost(rolled)
+    serving(fleet)
+
+
 def app_env(fleet: Fleet, host: str) -> str:
     """The EnvironmentFile's digest, and every file beside it (a backup left behind shows)."""
     digest = fleet.run(host, "sha256sum", "/etc/idle-proof/app.env").stdout.split()[0]
