@@ -26,12 +26,16 @@ from tests.helpers import own_fleet, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
+# The app's own secret (an API key, a SECRET_KEY): app_extra_environment is where it goes.
+APP_SECRET = f"kit-app-secret-{secrets.token_hex(12)}"
+
 
 @pytest.fixture(scope="module")
 def fleet(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Fleet]:
-    with own_fleet(tmp_path_factory) as fleet:
+    secret = {"app_extra_environment": {"KIT_TEST_API_KEY": APP_SECRET}}
+    with own_fleet(tmp_path_factory, inventory_vars=secret) as fleet:
         # The inventory's password lookups read these: every character a URL or a shell
         # cares about, so a password that breaks a URL or a command line breaks the converge.
         for name in ("db-password", "db-migrate-password"):
@@ -110,6 +114,9 @@ def test_no_password_shows_at_vvv(converged: Fleet, rerun: PlaybookRun) -> None:
     # The migration did run at -vvv, and its task hid its stdin (the migration user's URL).
     assert "Migrate the schema to this release, once per run" in rerun.output
     assert leaks(rerun.output, converged) == []
+    # Nor the app's own secret, which the app's EnvironmentFile does hold.
+    assert APP_SECRET in converged.run("app1", "cat", "/etc/idle-proof/app.env").stdout
+    assert APP_SECRET[-12:] not in rerun.output
 
 
 def checkouts(fleet: Fleet, host: str) -> float:
