@@ -411,6 +411,32 @@ def test_preflight_checks_hosts_outside_limit(tmp_path: Path) -> None:
     assert messages and "raise mysql_max_connections to at least 90" in messages[0], messages
 
 
+@pytest.mark.parametrize(
+    ("group", "message"),
+    [
+        (
+            "app",
+            "web1: nginx on the web hosts passes requests to the app group, which has no host: "
+            "add your app hosts to the app group, or remove the web group",
+        ),
+        (
+            "web",
+            "app1, app2: app_listen is a unix socket, and no host runs nginx (the web group "
+            "is empty): nothing can reach the app: add a host to the web group (an app host "
+            "itself, for nginx beside the app)",
+        ),
+    ],
+)
+def test_a_layout_that_serves_nobody_is_refused(tmp_path: Path, group: str, message: str) -> None:
+    """No app host behind nginx, or an app that only a local nginx could reach and none:
+    refused before any file is written."""
+    inventory = copy_example(tmp_path)
+    edit_hosts(inventory, lambda groups: groups.pop(group))
+    returncode, messages = preflight(inventory)
+    assert returncode != 0
+    assert messages and messages[0] == message, messages
+
+
 def by_name(tmp_path: Path) -> Path:
     """The example with every host reached by a name."""
     inventory = copy_example(tmp_path)

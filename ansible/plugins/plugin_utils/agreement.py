@@ -288,5 +288,24 @@ def problems(views: Views) -> Iterator[Finding]:
             )
         if true(d["mysql_tls"]):
             yield from tls_files(db, d)
-    for host, n in views["nginx"].items():
+    webs = views["nginx"]
+    if webs and not apps:
+        yield (
+            tuple(webs),
+            (
+                "nginx on the web hosts passes requests to the app group, which has no host: "
+                "add your app hosts to the app group, or remove the web group"
+            ),
+        )
+    unreached = [app for app, a in apps.items() if str(a["app_listen"]).startswith("/")]
+    if unreached and not webs:
+        yield (
+            tuple(unreached),
+            (
+                "app_listen is a unix socket, and no host runs nginx (the web group is empty): "
+                "nothing can reach the app: add a host to the web group (an app host itself, "
+                "for nginx beside the app)"
+            ),
+        )
+    for host, n in webs.items():
         yield from web(host, n, views)
