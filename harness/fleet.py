@@ -53,6 +53,9 @@ class Fleet:
     source_dir: Path | None = None
     # Inventory variables for every host (hosts.yml's all.vars), e.g. network_idle_timeout.
     inventory_vars: dict[str, Any] = field(default_factory=dict)
+    # Hosts of a group the kit does not deploy to (a monitoring host sharing the inventory),
+    # booted with the others: name -> the last octet of its address.
+    bystanders: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def for_test(
@@ -61,6 +64,7 @@ class Fleet:
         source_dir: Path | None = None,
         inventory_vars: dict[str, Any] | None = None,
         name: str = "ipkf",
+        bystanders: dict[str, int] | None = None,
     ) -> Fleet:
         """A fleet with names and a subnet of its own, described by an inventory in workdir.
 
@@ -73,6 +77,7 @@ class Fleet:
             inventory=workdir / "inventory",
             source_dir=source_dir,
             inventory_vars=inventory_vars or {},
+            bystanders=bystanders or {},
         )
         fleet.write_inventory()
         return fleet
@@ -81,6 +86,11 @@ class Fleet:
         """The fleet inventory with this fleet's addresses and keys; group_vars shared."""
         hosts: dict[str, Any] = yaml.safe_load((FLEET_INVENTORY / "hosts.yml").read_text())
         hosts["all"]["vars"].update(self.inventory_vars)
+        if self.bystanders:
+            monitoring = {
+                name: {"ansible_host": f"10.0.0.{octet}"} for name, octet in self.bystanders.items()
+            }
+            hosts["all"]["children"]["monitoring"] = {"hosts": monitoring}
         for group in hosts["all"]["children"].values():
             for name, host in group["hosts"].items():
                 host["ansible_host"] = re.sub(r"^\d+\.\d+\.\d+", self.network, host["ansible_host"])

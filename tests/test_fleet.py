@@ -1,5 +1,6 @@
 """site.yml converged for real on a fleet: db1, app1, app2 and web1 as systemd-nspawn hosts
-on a private bridge (scripts/fleet), each with its own address, over ssh.
+on a private bridge (scripts/fleet), each with its own address, over ssh; and mon1, a
+host of the same inventory outside the kit's groups, which nothing may touch.
 
 One fleet per module, with names and a subnet of its own: booted, converged cold (with
 passwords holding / @ : % #), converged again at -vvv (nothing may change, no password
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -35,7 +37,8 @@ def fleet(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Fleet]:
     secret = {"app_extra_environment": {"KIT_TEST_API_KEY": APP_SECRET}}
-    with own_fleet(tmp_path_factory, inventory_vars=secret) as fleet:
+    # mon1: a host of the same inventory in a group of its own, which the kit must not touch.
+    with own_fleet(tmp_path_factory, inventory_vars=secret, bystanders={"mon1": 40}) as fleet:
         # The inventory's password lookups read these: every character a URL or a shell
         # cares about, so a password that breaks a URL or a command line breaks the converge.
         for name in ("db-password", "db-migrate-password"):
@@ -43,7 +46,7 @@ def fleet(
             path.parent.mkdir(mode=0o700, exist_ok=True)
             path.write_text(f"Kit/{secrets.token_urlsafe(12)}@:%#{secrets.token_hex(4)}\n")
         seconds = fleet.up()
-        report(request, "fleet", f"boot of 4 hosts, bridge and proxy: {seconds:.0f} s")
+        report(request, "fleet", f"boot of 5 hosts (mon1 too), bridge and proxy: {seconds:.0f} s")
         yield fleet
 
 
@@ -90,6 +93,16 @@ def rerun(converged: Fleet, request: pytest.FixtureRequest) -> PlaybookRun:
 
 def test_converge_then_rerun_changes_nothing(rerun: PlaybookRun) -> None:
     assert rerun.changed == 0, f"changed on re-run: {rerun.changed_tasks()}"
+
+
+def test_a_host_outside_the_kits_groups_is_left_alone(converged: Fleet, rerun: PlaybookRun) -> None:
+    """A monitoring host in the same inventory, in a group of its own: no play reaches it,
+    so no firewall of the kit's closes it off, and none of the kit's files land there."""
+    assert "mon1" not in rerun.output.split("PLAY RECAP")[-1], rerun.output[-2000:]
+    kit_files = converged.run("mon1", "grep", "-rlsF", "idle_proof", "/etc", check=False)
+    assert kit_files.stdout.strip() == "", kit_files.stdout
+    for host in ("app1", "web1"):
+        assert converged.run(host, "grep", "-rlsF", "idle_proof", "/etc").stdout.strip()
 
 
 def passwords(fleet: Fleet) -> dict[str, str]:
@@ -141,8 +154,14 @@ def test_the_app_answers_through_web1_from_both_app_hosts(converged: Fleet) -> N
         assert listing.status_code == 200, listing.text
         assert "through web1" in [n["text"] for n in listing.json()["notes"]]
     assert listing.headers["Server"] == "nginx"
-    # nginx spreads requests over both app hosts, and both reach db1.
-    after = {host: checkouts(converged, host) for host in ("app1", "app2")}
+    # nginx spreads requests over both app hosts, and both reach db1. A worker's counts
+    # reach /metrics within a second (idleproof.metrics flushes them), so look for a while.
+    deadline = time.monotonic() + 5
+    while True:
+        after = {host: checkouts(converged, host) for host in ("app1", "app2")}
+        if all(after[host] > before[host] for host in after) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert all(after[host] > before[host] for host in after), (before, after)
 
 
