@@ -219,11 +219,18 @@ class LocalMariaDB:
         self.stop()
         self.start_server()
 
-    def app_connection_count(self) -> int:
+    def app_connection_count(self, since: int = 0) -> int:
+        """The app user's connections; with ``since`` (a :meth:`newest_connection_id`), only
+        those opened after it: not one a blackholed network left open on the server."""
         rows = self.execute(
-            f"SELECT COUNT(*) FROM information_schema.processlist WHERE user = '{self.user}'"
+            "SELECT COUNT(*) FROM information_schema.processlist "
+            f"WHERE user = '{self.user}' AND id > {int(since)}"
         )
         return int(str(rows[0][0]))
+
+    def newest_connection_id(self) -> int:
+        """The id of a connection opened now: every later one has a greater id."""
+        return int(str(self.execute("SELECT CONNECTION_ID()")[0][0]))
 
     def kill_app_connections(self) -> int:
         """KILL every connection of the app user; returns how many."""

@@ -134,12 +134,15 @@ def warm(ctx: FaultContext, timeout: float, workers: int = 2, most: int = 40) ->
     may leave one worker without a connection for the fault to break. Sequential, not
     concurrent: the naive setup's workers share one socket and would break on concurrency
     alone (2014), before any fault. It never gets past one connection; the loop is bounded.
+    Only connections opened from here on count: a fault before (a partition) leaves the
+    server holding connections whose client is long gone.
     """
+    since = ctx.db.newest_connection_id()
     sent = 0
     while sent < most:
         hit(ctx.app_url, 4, timeout=timeout)
         sent += 4
-        if sent >= 8 and ctx.db.app_connection_count() >= workers:
+        if sent >= 8 and ctx.db.app_connection_count(since) >= workers:
             return
 
 
