@@ -8,7 +8,6 @@ each test can fail.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import textwrap
@@ -16,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pytest
 import requests
 import sqlalchemy
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine import url as sa_url
 from sqlalchemy.exc import OperationalError
 
@@ -186,6 +186,52 @@ def test_a_dead_pooled_connection_fails_the_plain_engine_not_the_plugin_one(
     )
 
 
+@dataclass
+class VanishedPeer:
+    took: float  # until the protected connection's statement raised
+    plain_waiting: bool  # the plain one's statement still waiting NET_TIMEOUT + 3 s in
+    waited: float  # how long the plain one was watched
+    plain_outcome: list[BaseException | None]  # what ended it, if anything did
+
+
+def statement_to_a_vanished_peer(
+    mariadb: LocalMariaDB, protected: Connection, plain: Connection
+) -> VanishedPeer:
+    """A statement on each connection after every packet of both was dropped: the protected
+    one's must raise (it is timed); the plain one's runs in a thread and is watched for
+    NET_TIMEOUT + 3 s, then ended by shutting its socket down (TCP's retransmissions would
+    take minutes)."""
+    for conn in (plain, protected):
+        conn.execute(text("SELECT 1"))
+    plain_socket: socket.socket = plain.connection.dbapi_connection._sock  # type: ignore[union-attr]
+    plain_outcome: list[BaseException | None] = []
+
+    def plain_statement() -> None:
+        try:
+            plain.execute(text("SELECT 1"))
+            plain_outcome.append(None)
+        except Exception as exc:  # reported by the caller
+            plain_outcome.append(exc)
+
+    plain_thread = threading.Thread(target=plain_statement, daemon=True)
+    try:
+        with vanish(mariadb.port) as gone:
+            assert gone >= 2
+            plain_thread.start()
+            started = time.monotonic()
+            with pytest.raises(OperationalError):
+                protected.execute(text("SELECT 1"))
+            took = time.monotonic() - started
+            plain_thread.join(timeout=max(0.0, NET_TIMEOUT + 3 - took))
+            plain_waiting = plain_thread.is_alive()
+            waited = time.monotonic() - started
+    finally:
+        if plain_thread.is_alive():
+            plain_socket.shutdown(socket.SHUT_RDWR)
+            plain_thread.join(timeout=10)
+    return VanishedPeer(took, plain_waiting, waited, plain_outcome)
+
+
 def test_a_query_to_a_vanished_peer_is_bounded_by_net_timeout(
     mariadb: LocalMariaDB,
     kit_env: SetEnv,
@@ -204,37 +250,13 @@ def test_a_query_to_a_vanished_peer_is_bounded_by_net_timeout(
     kit = sqlalchemy.create_engine(with_plugin(mariadb.url), pool_recycle=3600)
     engines.extend([plain, kit])
     plain_conn, kit_conn = plain.connect(), kit.connect()
-    for conn in (plain_conn, kit_conn):
-        conn.execute(text("SELECT 1"))
-    plain_socket: socket.socket = plain_conn.connection.dbapi_connection._sock  # type: ignore[union-attr]
-    plain_outcome: list[BaseException | None] = []
-
-    def plain_query() -> None:
-        try:
-            plain_conn.execute(text("SELECT 1"))
-            plain_outcome.append(None)
-        except Exception as exc:  # reported by the test below
-            plain_outcome.append(exc)
-
-    plain_thread = threading.Thread(target=plain_query, daemon=True)
     try:
-        with vanish(mariadb.port) as gone:
-            assert gone >= 2
-            plain_thread.start()
-            started = time.monotonic()
-            with pytest.raises(OperationalError):
-                kit_conn.execute(text("SELECT 1"))
-            took = time.monotonic() - started
-            plain_thread.join(timeout=max(0.0, NET_TIMEOUT + 3 - (time.monotonic() - started)))
-            plain_waiting = plain_thread.is_alive()
-            waited = time.monotonic() - started
+        vanished = statement_to_a_vanished_peer(mariadb, kit_conn, plain_conn)
     finally:
-        # Unblock the plain query (it would wait for TCP's retransmissions, minutes).
-        if plain_thread.is_alive():
-            plain_socket.shutdown(socket.SHUT_RDWR)
-            plain_thread.join(timeout=10)
         kit_conn.close()
         plain_conn.close()
+    took, plain_waiting, waited = vanished.took, vanished.plain_waiting, vanished.waited
+    plain_outcome = vanished.plain_outcome
 
     assert took < NET_TIMEOUT + 2, took
     lost = [r.getMessage() for r in caplog.records if r.name == "idleproof.guard"]
@@ -323,32 +345,12 @@ def test_a_migrations_connection_to_a_vanished_peer_fails_within_net_timeout(
     plain = sqlalchemy.create_engine(mariadb.url)
     engines.extend([migration, plain])
     migration_conn, plain_conn = migration.connect(), plain.connect()
-    for conn in (migration_conn, plain_conn):
-        conn.execute(text("SELECT 1"))
-    plain_socket: socket.socket = plain_conn.connection.dbapi_connection._sock  # type: ignore[union-attr]
-
-    def plain_statement() -> None:
-        with contextlib.suppress(OperationalError):  # ended by the shutdown below
-            plain_conn.execute(text("SELECT 1"))
-
-    plain_thread = threading.Thread(target=plain_statement, daemon=True)
     try:
-        with vanish(mariadb.port) as gone:
-            assert gone >= 2
-            plain_thread.start()
-            started = time.monotonic()
-            with pytest.raises(OperationalError):
-                migration_conn.execute(text("SELECT 1"))
-            took = time.monotonic() - started
-            plain_thread.join(timeout=max(0.0, NET_TIMEOUT + 3 - took))
-            plain_waiting = plain_thread.is_alive()
-            waited = time.monotonic() - started
+        vanished = statement_to_a_vanished_peer(mariadb, migration_conn, plain_conn)
     finally:
-        if plain_thread.is_alive():  # TCP's retransmissions would take minutes
-            plain_socket.shutdown(socket.SHUT_RDWR)
-            plain_thread.join(timeout=10)
         migration_conn.invalidate()
         plain_conn.invalidate()
+    took, plain_waiting, waited = vanished.took, vanished.plain_waiting, vanished.waited
 
     assert took < NET_TIMEOUT + 2, took
     assert plain_waiting, "the plain engine's statement ended by itself"
