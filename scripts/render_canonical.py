@@ -58,6 +58,12 @@ FILES = {
     "nginx/templates/etc/nginx/sites-available/site.conf.j2": f"nginx/{NAME}.conf",
     "nginx/templates/etc/nginx/idle-proof/server.conf.j2": f"nginx/{NAME}/server.conf",
     "nginx/templates/etc/nginx/idle-proof/upstream.conf.j2": f"nginx/{NAME}/upstream.conf",
+    "nginx/templates/etc/systemd/system/nginx.service.d/hardening.conf.j2": (
+        "systemd/nginx.service.d/hardening.conf"
+    ),
+    "mysql/templates/etc/systemd/system/mariadb.service.d/hardening.conf.j2": (
+        "systemd/mariadb.service.d/hardening.conf"
+    ),
 }
 
 
