@@ -23,7 +23,7 @@ import requests
 import yaml
 
 from harness.fleet import Fleet
-from harness.testhost import PlaybookRun
+from harness.testhost import PlaybookRun, snapshot_release
 from tests.helpers import own_fleet, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
@@ -442,6 +442,55 @@ def test_a_setting_written_before_a_failed_migration_reaches_the_app_on_the_next
         back = converged.playbook("--limit", "app1")
     assert back.returncode == 0, back.output[-4000:]
     assert running_environment(converged, "app1")["DB_POOL_SIZE"] == before["DB_POOL_SIZE"]
+
+
+def test_a_release_name_reused_for_other_files_is_refused(converged: Fleet, tmp_path: Path) -> None:
+    """app_release_id given to new code, while a release of that name is on app1 already:
+    unpacking nothing and restarting on the old files would look like a deploy. Refused."""
+    current = converged.run("app1", "readlink", "/opt/idle-proof/current").stdout.strip()
+    name = current.rsplit("/", 1)[-1]
+    source = snapshot_release(tmp_path / "release")
+    with (source / "app" / "wsgi.py").open("a") as wsgi:
+        wsgi.write("# new code under an old release name\n")
+    overrides = {"app_release_id": name, "app_source_dir": str(source)}
+    run = converged.playbook("--limit", "app1", "-e", json.dumps(overrides))
+    assert run.returncode != 0, run.output[-4000:]
+    fatal = [line for line in run.output.splitlines() if line.startswith("fatal: [app1]")]
+    assert fatal and f"app_release_id={name} is already on app1 with other files" in fatal[-1], (
+        run.output[-4000:]
+    )
+    assert converged.run("app1", "readlink", "/opt/idle-proof/current").stdout.strip() == current
+    code = converged.run("app1", "cat", f"{current}/app/wsgi.py").stdout
+    assert "old release name" not in code
+
+
+def test_accounts_and_virtualenvs_nothing_uses_are_removed(converged: Fleet) -> None:
+    """An app host that left the inventory keeps no database account, and a virtualenv
+    no kept release points at is removed; other accounts and the venv in use stay."""
+    gone = "192.0.2.7"  # an app host's address that is no longer in the inventory
+    converged.run(
+        "db1", "mysql", "-e",
+        f"CREATE USER 'app'@'{gone}' IDENTIFIED BY 'x'; "
+        f"GRANT SELECT ON app.* TO 'app'@'{gone}'; "
+        f"CREATE USER 'app_migrate'@'{gone}' IDENTIFIED BY 'x'; "
+        f"CREATE USER 'someone'@'{gone}' IDENTIFIED BY 'x'",
+    )  # fmt: skip
+    stale = "/opt/idle-proof/venvs/0123456789ab"
+    converged.run("app1", "mkdir", "-p", f"{stale}/bin")
+    converged.run("app1", "touch", f"{stale}/.complete")
+    try:
+        run = converged.playbook("--limit", "db1,app1")
+        assert run.returncode == 0, run.output[-4000:]
+        accounts = converged.run(
+            "db1", "mysql", "-N", "-e", f"SELECT User FROM mysql.user WHERE Host = '{gone}'"
+        ).stdout.split()
+        assert accounts == ["someone"]
+        venvs = converged.run("app1", "ls", "/opt/idle-proof/venvs").stdout.split()
+        links = converged.run("app1", "sh", "-c", "readlink /opt/idle-proof/releases/*/venv")
+        assert sorted(venvs) == sorted({link.rsplit("/", 1)[-1] for link in links.stdout.split()})
+        assert "0123456789ab" not in venvs
+    finally:
+        converged.run("db1", "mysql", "-e", f"DROP USER IF EXISTS 'someone'@'{gone}'")
 
 
 def test_a_managed_database_serves_app_hosts_without_a_db_group(

@@ -388,6 +388,42 @@ def test_inconsistent_example_inventory_names_what_to_change(
     assert all("\n" not in m for m in messages), messages
 
 
+def git(repo: Path, *argv: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=kit", "-c", "user.email=kit@localhost", *argv],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def test_uncommitted_changes_to_a_release_are_refused_unless_asked_for(tmp_path: Path) -> None:
+    """A release from a git work tree is its last commit: a changed or new file in what
+    the release packs is refused, naming it; files outside app_source_paths do not count."""
+    source = tmp_path / "source"
+    (source / "app").mkdir(parents=True)
+    (source / "app" / "wsgi.py").write_text("app = None\n")
+    (source / "requirements.lock").write_text("")
+    (source / "notes.txt").write_text("not packed\n")
+    git(source, "init", "-q")
+    git(source, "add", ".")
+    git(source, "commit", "-q", "-m", "release")
+    inventory = copy_example(tmp_path)
+    packed = {"app_source_dir": str(source), "app_source_paths": ["app", "requirements.lock"]}
+    write_vars(inventory / "group_vars" / "all" / "source.yml", packed)
+    (source / "notes.txt").write_text("changed, but not packed\n")
+    assert preflight(inventory) == (0, [])
+
+    (source / "app" / "wsgi.py").write_text("app = 'edited'\n")
+    (source / "app" / "new.py").write_text("")
+    returncode, messages = preflight(inventory)
+    assert returncode != 0
+    expected = (
+        f"app_source_dir={source} has uncommitted changes in what the release packs "
+        "(app/new.py, app/wsgi.py): commit them, or set app_source_uncommitted=true"
+    )
+    assert messages and all(expected in m for m in messages), messages
+    assert preflight(inventory, app_source_uncommitted=True) == (0, [])
+
+
 def test_hosts_must_agree_on_the_shared_values(tmp_path: Path) -> None:
     """db_idle_timeout for the db group alone would give the server 60 s while the app hosts
     recycle at 315 s: refused, naming the variable and where each value comes from."""

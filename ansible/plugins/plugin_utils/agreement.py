@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .common import Finding, is_address
+from .common import Finding, is_address, true
 
 Views = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
@@ -28,10 +28,6 @@ FOLLOW = [
     ("mysql_app_database", "app_db_name", "db_name"),
     ("mysql_migrate_user", "app_db_migrate_user", "db_migrate_user"),
 ]
-
-
-def true(value: Any) -> bool:
-    return str(value).lower() in ("true", "yes", "1")
 
 
 def port_of(listen: str) -> str:

@@ -1,8 +1,10 @@
-"""What the preflight's checks share: the shape of a finding, and what an address is."""
+"""What the preflight's checks share: the shape of a finding, what an address is, and
+what counts as true."""
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 # What a check found: the hosts it concerns, and one line that says what to change.
 Finding = tuple[tuple[str, ...], str]
@@ -15,3 +17,8 @@ def is_address(text: str, networks: bool = False) -> bool:
     except ValueError:
         return False
     return True
+
+
+def true(value: Any) -> bool:
+    """A boolean as an inventory may spell it (true, yes, 1, in any case)."""
+    return str(value).lower() in ("true", "yes", "1")

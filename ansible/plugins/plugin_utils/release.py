@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .common import Finding
+from .common import Finding, true
 
 # Gunicorn's APP_MODULE: a dotted module, then ":" and a name or a factory call.
 WSGI = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*(\(.*\))?)?")
@@ -23,6 +24,25 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def wheel(package: str) -> bool:
     return package.endswith(".whl")
+
+
+def uncommitted(source: str, paths: list[str]) -> list[str]:
+    """What of paths in the git work tree at source differs from its last commit (changed,
+    added or untracked but not ignored); nothing when source is not in a work tree."""
+    git = ["git", "-c", "safe.directory=*", "-C", source]
+    try:
+        inside = subprocess.run(
+            [*git, "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True
+        )
+        if inside.returncode != 0 or inside.stdout.strip() != "true":
+            return []
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=all", "--", *(paths or ["."])],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    except FileNotFoundError:  # no git on the controller: nothing to compare with
+        return []
+    return sorted(line[3:] for line in status.stdout.splitlines())
 
 
 def problems(views: Mapping[str, Any]) -> Iterator[Finding]:
@@ -45,6 +65,14 @@ def host_problems(v: Mapping[str, Any]) -> Iterator[str]:
         for path in paths:
             if not os.path.exists(os.path.join(source, path)):
                 yield f"app_source_paths lists {path}, which {source} does not hold: remove it"
+        changed = [] if true(v.get("app_source_uncommitted")) else uncommitted(source, paths)
+        if changed:
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            yield (
+                f"app_source_dir={source} has uncommitted changes in what the release packs "
+                f"({', '.join(changed[:3])}{more}): commit them, or set "
+                "app_source_uncommitted=true to deploy them as they are"
+            )
     if requirements and not os.path.isfile(requirements):
         yield f"app_requirements={requirements} is not a file on the controller: point it at one"
     for package in packages:
