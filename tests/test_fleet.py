@@ -11,6 +11,7 @@ fails.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import time
@@ -491,6 +492,27 @@ def test_accounts_and_virtualenvs_nothing_uses_are_removed(converged: Fleet) -> 
         assert "0123456789ab" not in venvs
     finally:
         converged.run("db1", "mysql", "-e", f"DROP USER IF EXISTS 'someone'@'{gone}'")
+
+
+@pytest.mark.parametrize(
+    ("tag", "roles"),
+    [
+        ("web", {"idleproof.kit.nginx"}),
+        # The database's CA (the shared role's), whose certificate the app hosts install.
+        ("app", {"idleproof.kit.app", "idleproof.kit.shared"}),
+    ],
+)
+def test_a_tag_runs_its_part_of_the_kit_after_the_preflight(
+    converged: Fleet, tag: str, roles: set[str]
+) -> None:
+    """--tags web re-runs nginx alone and --tags app the app alone (each still behind the
+    preflight): no other role's task runs, and on a converged fleet nothing changes."""
+    run = converged.playbook("--tags", tag)
+    assert run.returncode == 0, run.output[-4000:]
+    # Each role's check of its arguments runs with any tag (Ansible tags it `always`).
+    tasks = re.findall(r"^TASK \[([^\]]+) : (?!Validating arguments)", run.output, re.M)
+    assert set(tasks) == {"idleproof.kit.preflight"} | roles, sorted(set(tasks))
+    assert run.changed == 0, run.changed_tasks()
 
 
 def test_a_managed_database_serves_app_hosts_without_a_db_group(
