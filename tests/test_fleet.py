@@ -495,24 +495,36 @@ def test_accounts_and_virtualenvs_nothing_uses_are_removed(converged: Fleet) -> 
 
 
 @pytest.mark.parametrize(
-    ("tag", "roles"),
-    [
-        ("web", {"idleproof.kit.nginx"}),
-        # The database's CA (the shared role's), whose certificate the app hosts install.
-        ("app", {"idleproof.kit.app", "idleproof.kit.shared"}),
-    ],
+    ("tag", "host", "roles"),
+    [("web", "web1", {"idleproof.kit.nginx"}), ("app", "app1", {"idleproof.kit.app"})],
 )
 def test_a_tag_runs_its_part_of_the_kit_after_the_preflight(
-    converged: Fleet, tag: str, roles: set[str]
+    converged: Fleet, tag: str, host: str, roles: set[str]
 ) -> None:
     """--tags web re-runs nginx alone and --tags app the app alone (each still behind the
-    preflight): no other role's task runs, and on a converged fleet nothing changes."""
-    run = converged.playbook("--tags", tag)
+    preflight and the system check, the shared role's, as is the CA that app hosts use): no
+    other role's task runs, and on a converged fleet nothing changes."""
+    run = converged.playbook("--tags", tag, "--limit", host)
     assert run.returncode == 0, run.output[-4000:]
     # Each role's check of its arguments runs with any tag (Ansible tags it `always`).
     tasks = re.findall(r"^TASK \[([^\]]+) : (?!Validating arguments)", run.output, re.M)
-    assert set(tasks) == {"idleproof.kit.preflight"} | roles, sorted(set(tasks))
+    expected = {"idleproof.kit.preflight", "idleproof.kit.shared"} | roles
+    assert set(tasks) == expected, sorted(set(tasks))
     assert run.changed == 0, run.changed_tasks()
+
+
+def test_a_host_on_a_system_the_kit_is_not_tested_on_is_refused_untouched(
+    converged: Fleet,
+) -> None:
+    """web1 runs Debian 12; a list of tested systems without it stops the run with one
+    line per host before any role touches a host."""
+    untested = {"shared_supported_systems": ["Debian 13"]}
+    run = converged.playbook("--limit", "web1", "-e", json.dumps(untested))
+    assert run.returncode != 0, run.output[-4000:]
+    fatal = [line for line in run.output.splitlines() if line.startswith("fatal: [web1]")]
+    expected = "web1 runs Debian 12, which the kit is not tested on"
+    assert fatal and expected in fatal[-1], run.output[-4000:]
+    assert "TASK [idleproof.kit.firewall" not in run.output, run.output[-4000:]
 
 
 def test_a_managed_database_serves_app_hosts_without_a_db_group(

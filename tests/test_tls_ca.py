@@ -1,9 +1,9 @@
 """The kit's database CA on the controller, with its key in Ansible Vault.
 
 The CA's tasks (roles/shared/tasks/tls_ca.yml) run on the controller alone here, as
-site.yml's second play runs them. An operator who vaults the CA's key must get the same
-CA back on the next run, not a new one that every app host would then have to trust; the
-module the tasks use, given the vaulted file, replaces it: that is shown beside them.
+site.yml runs them before the roles. An operator who vaults the CA's key must get the
+same CA back on the next run, not a new one that every app host would then have to trust;
+the module the tasks use, given the vaulted file, replaces it: that is shown beside them.
 """
 
 from __future__ import annotations
