@@ -3,9 +3,12 @@
 
 A module marked ``fleet`` boots four systemd-nspawn hosts of its own (own names, bridge and
 subnet: harness/fleet.py) and spends most of its time waiting on them, so the modules run as
-pytest processes of their own, at the same time as one process running everything else.
-Each process writes its own log under .run/tests/; a log is printed whole when its process
-ends, and the exit status is the first failure's (0 when all passed).
+pytest processes of their own. The other tests that converge a test host (marked
+``ansible``: named hosts and free ports of their own too) wait on it the same way and form
+one more process, and one process runs everything else; all of them at the same time.
+Each process writes its own log under .run/tests/ and ends it with its slowest tests; a
+log is printed whole when its process ends, and the exit status is the first failure's
+(0 when all passed).
 
     scripts/run_tests.py                 # everything
     scripts/run_tests.py --slow          # all but the tests `make unit` ran (make test)
@@ -22,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTEST = [sys.executable, "-m", "pytest"]
 LOGS = ROOT / ".run" / "tests"
+# Where a group's time goes, at the end of its log.
+DURATIONS = "--durations=10"
 
 
 def fleet_modules() -> list[str]:
@@ -43,14 +48,17 @@ def main(args: list[str]) -> int:
     if args:
         return subprocess.run([*PYTEST, *args], cwd=ROOT, check=False).returncode
     modules = fleet_modules()
-    groups = {"main": ["-m", main_group]} | {Path(m).stem: [m] for m in modules}
+    groups = {
+        "main": ["-m", f"{main_group} and not ansible"],
+        "ansible": ["-m", f"{main_group} and ansible"],
+    } | {Path(m).stem: [m] for m in modules}
     LOGS.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
     for name, group_args in groups.items():
         log = LOGS / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [*PYTEST, *group_args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                [*PYTEST, DURATIONS, *group_args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
             )
         running[name] = (process, log, time.monotonic())
         print(f"run_tests: {name} started ({' '.join(group_args)}), log {log}", flush=True)
