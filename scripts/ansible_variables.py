@@ -59,6 +59,8 @@ PREFLIGHT = {
     "nginx_proxy_read_timeout": "outlasts Gunicorn's timeouts",
     "nginx_listen": "matches `firewall_web_ports`",
     "firewall_web_ports": "nginx's ports",
+    "firewall_web_connections_per_address": "0 or below `nginx_worker_connections`",
+    "nginx_worker_connections": "above `firewall_web_connections_per_address`",
 }
 
 

@@ -11,6 +11,9 @@ and the app's (the app role's idle limit, so its pool recycles below it).
 * ``idleproof probe-idle`` on app1 finds a silent drop at the limit; ``idleproof doctor`` on
   app1 FAILs a pool recycle above it;
 * deploy/RUNBOOK.md section 8 ("find which hop"), every command, on its host;
+* a slowloris from 8 addresses against web1, with half as many sockets again as nginx
+  has slots: with the firewall's per-address bound every real client is answered; without
+  it (the same fleet, the bound set to 0) nginx fills and most are not;
 * db1 powered off hard under load (no FIN/RST, no shutdown): 503 JSON within the bound the
   core promises, /healthz answers throughout, every request 2xx once db1 is back from its
   own disk, nothing restarted; the naive app hangs meanwhile.
@@ -21,14 +24,19 @@ it powers db1 off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from harness import ROOT, conntrack
 from harness.fleet import Fleet
@@ -43,6 +51,7 @@ from harness.incident import (
     start_naive,
     stop_naive,
 )
+from harness.slowloris import Slowloris, late_clients, open_files
 from idleproof.settings import Settings
 from tests.helpers import forgetting_fleet, report
 
@@ -270,6 +279,121 @@ def test_runbook_finds_the_hop(fleet: Fleet, request: pytest.FixtureRequest) -> 
     assert "dport=3306" in out, out  # conntrack -L: the app's flows
     assert "counter forgotten" in out, out
     assert f"DB_NETWORK_IDLE_TIMEOUT={limit}" in out and "0 FAIL" in out, out  # 8.4
+
+
+# A slowloris from several addresses: each holds sockets that never finish their headers.
+ATTACKERS = 8
+LATE_CLIENTS = 14
+FIREWALL_DEFAULTS = ROOT / "ansible" / "roles" / "firewall" / "defaults" / "main.yml"
+NGINX_DEFAULTS = ROOT / "ansible" / "roles" / "nginx" / "defaults" / "main.yml"
+
+
+def role_default(path: Path, name: str) -> int:
+    return int(yaml.safe_load(path.read_text())[name])
+
+
+@contextlib.contextmanager
+def addresses_on_the_bridge(fleet: Fleet, count: int) -> Iterator[list[str]]:
+    """``count`` more addresses of this machine on the fleet's bridge (.200 up): the
+    attacking clients'; removed afterwards."""
+    added = [f"{fleet.network}.{200 + i}" for i in range(count)]
+    try:
+        for address in added:
+            subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", fleet.bridge], check=True)
+        yield added
+    finally:
+        for address in added:
+            subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", fleet.bridge], check=False)
+
+
+@dataclass
+class Siege:
+    late: Counter[str]  # the real clients' outcomes
+    held: int  # connections established to web1's port 80 during the attack
+    not_enough: int  # nginx's "worker_connections are not enough" lines meanwhile
+    opened: int
+    refused: int
+
+    @property
+    def answered(self) -> int:
+        return self.late["200"]
+
+    def summary(self) -> str:
+        return (
+            f"real clients {self.answered}/{sum(self.late.values())} answered {dict(self.late)}; "
+            f"web1 held {self.held} connections; attackers opened {self.opened}, "
+            f"{self.refused} refused; 'worker_connections are not enough' {self.not_enough} times"
+        )
+
+
+def not_enough(fleet: Fleet) -> int:
+    grep = ("grep", "-c", "worker_connections are not enough", "/var/log/nginx/error.log")
+    return int(fleet.run("web1", *grep, check=False).stdout.strip() or 0)
+
+
+def siege(fleet: Fleet, sockets: int) -> Siege:
+    """ATTACKERS addresses, ``sockets`` slowloris sockets each, against web1; meanwhile
+    LATE_CLIENTS real clients from this machine's own bridge address, one every 0.5 s,
+    each sending its request 2 s after it connected."""
+    web1 = fleet.address("web1")
+    logged = not_enough(fleet)
+    with (
+        open_files(ATTACKERS * sockets + 1000),
+        addresses_on_the_bridge(fleet, ATTACKERS) as sources,
+        contextlib.ExitStack() as stack,
+    ):
+        # Sockets refused or closed are opened again each second: more often would only
+        # spin this machine, which also plays the fleet.
+        attacks = [
+            stack.enter_context(Slowloris(web1, 80, s, sockets, top_up_every=1.0)) for s in sources
+        ]
+        time.sleep(5)  # every socket connected, refused or waiting
+        established = ("ss", "-Htn", "state", "established", "( sport = :80 )")
+        held = len(fleet.run("web1", *established).stdout.splitlines())
+        late = late_clients(web1, 80, LATE_CLIENTS, every=0.5)
+    return Siege(
+        late,
+        held,
+        not_enough(fleet) - logged,
+        sum(a.opened for a in attacks),
+        sum(a.connect_failures for a in attacks),
+    )
+
+
+def test_a_slowloris_from_many_addresses_leaves_real_clients_answered(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """The firewall's per-address bound against the same attack without it: 8 addresses,
+    each with more sockets than nginx has slots for all of them together."""
+    per_address = role_default(FIREWALL_DEFAULTS, "firewall_web_connections_per_address")
+    workers = int(fleet.run("web1", "nproc").stdout)  # worker_processes auto
+    slots = workers * role_default(NGINX_DEFAULTS, "nginx_worker_connections")
+    sockets = max(2000, slots * 3 // (2 * ATTACKERS))  # 1.5 times the slots in all
+
+    kit = siege(fleet, sockets)
+    report(request, "incident", f"slowloris {ATTACKERS} x {sockets}, kit: {kit.summary()}")
+    unbounded = {"firewall_web_connections_per_address": 0}
+    try:
+        run = fleet.playbook("--tags", "firewall", "--limit", "web1", "-e", json.dumps(unbounded))
+        assert run.returncode == 0, run.output[-4000:]
+        naive = siege(fleet, sockets)
+        report(
+            request,
+            "incident",
+            f"slowloris {ATTACKERS} x {sockets}, no per-address bound: {naive.summary()}; "
+            f"nginx has {slots} slots",
+        )
+    finally:
+        restored = fleet.playbook("--tags", "firewall", "--limit", "web1")
+        assert restored.returncode == 0, restored.output[-4000:]
+
+    # Without the bound the attack fills nginx and most real clients get no answer.
+    assert naive.not_enough > 0, naive.summary()
+    assert naive.answered < LATE_CLIENTS / 2, naive.summary()
+    # With it every real client is answered; each address holds its bound at most.
+    assert kit.answered == LATE_CLIENTS, kit.summary()
+    assert kit.held <= ATTACKERS * per_address + LATE_CLIENTS, kit.summary()
+    assert kit.not_enough == 0 and kit.refused > 0, kit.summary()
 
 
 def test_db1_powered_off_under_load(

@@ -364,6 +364,16 @@ def test_the_mlflow_example_deploys_what_the_app_tests_run() -> None:
         ),
         ({"firewall_web_ports": [443]}, "nginx listens on port 80 (nginx_listen) but"),
         (
+            {"firewall_web_connections_per_address": -1},
+            "firewall_web_connections_per_address=-1 but nginx_worker_connections=4096: set it "
+            "between 1 and 4095, or to 0",
+        ),
+        (
+            {"firewall_web_connections_per_address": 5000},
+            "firewall_web_connections_per_address=5000 but nginx_worker_connections=4096",
+        ),
+        ({"firewall_web_connections_per_address": "many"}, "'many' is not a whole number"),
+        (
             {"db_address": "db.example.com", "mysql_tls_names": ["10.0.0.10"]},
             "app_db_host=db.example.com on app1 is not a name on db1's certificate",
         ),

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import resource
-import selectors
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +22,7 @@ import requests
 
 from harness.gunicorn import GunicornServer
 from harness.nginx import SITE, NginxServer, role_main_settings, send_raw
+from harness.slowloris import Slowloris, open_files
 from tests.helpers import report
 
 pytestmark = pytest.mark.slow
@@ -53,86 +51,8 @@ def gunicorn(kit_server: GunicornServer) -> str:
 @pytest.fixture(scope="module", autouse=True)
 def enough_files() -> Iterator[None]:
     """The attacker's 2000 sockets live in this process."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
-    yield
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-class Slowloris:
-    """``count`` sockets from ``source`` that start a request and never finish its headers.
-
-    One more header line every 2 s on each; a socket nginx closes is opened again at once.
-    """
-
-    def __init__(self, port: int, source: str, count: int) -> None:
-        self.port = port
-        self.source = source
-        self.count = count
-        self.opened = 0
-        self.closed_by_server = 0
-        self.connect_failures = 0
-        self._selector = selectors.DefaultSelector()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _open(self) -> None:
-        sock = socket.socket()
-        sock.setblocking(False)
-        try:
-            sock.bind((self.source, 0))
-            sock.connect_ex(("127.0.0.1", self.port))
-        except OSError:
-            self.connect_failures += 1
-            sock.close()
-            return
-        self._selector.register(sock, selectors.EVENT_WRITE, "connecting")
-        self.opened += 1
-
-    def _run(self) -> None:
-        for _ in range(self.count):
-            self._open()
-        next_trickle = time.monotonic() + 2
-        while not self._stop.is_set():
-            for key, _ in self._selector.select(timeout=0.2):
-                sock: socket.socket = key.fileobj  # type: ignore[assignment]
-                if key.data == "connecting":
-                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                        self.connect_failures += 1
-                        self._drop(sock)
-                        continue
-                    with contextlib.suppress(OSError):
-                        sock.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
-                    self._selector.modify(sock, selectors.EVENT_READ, "open")
-                else:  # readable: nginx closed it (or, never, answered)
-                    with contextlib.suppress(OSError):
-                        sock.recv(65536)
-                    self.closed_by_server += 1
-                    self._drop(sock)
-            if time.monotonic() >= next_trickle:
-                next_trickle += 2
-                for key in list(self._selector.get_map().values()):
-                    if key.data == "open":
-                        with contextlib.suppress(OSError):
-                            key.fileobj.send(b"X-a: b\r\n")  # type: ignore[union-attr]
-            # Top up what nginx closed at once, as an attacker would.
-            for _ in range(self.count - len(self._selector.get_map())):
-                self._open()
-
-    def _drop(self, sock: socket.socket) -> None:
-        self._selector.unregister(sock)
-        sock.close()
-
-    def __enter__(self) -> Slowloris:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        for key in list(self._selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        self._selector.close()
+    with open_files(SLOWLORIS_SOCKETS + 1000):
+        yield
 
 
 def probe_while_attacked(url: str, seconds: float) -> Counter[str]:
@@ -149,7 +69,7 @@ def probe_while_attacked(url: str, seconds: float) -> Counter[str]:
 
 
 def slowloris_against(nginx: NginxServer, seconds: float) -> tuple[Counter[str], Slowloris]:
-    with Slowloris(nginx.port, ATTACKER, SLOWLORIS_SOCKETS) as attack:
+    with Slowloris("127.0.0.1", nginx.port, ATTACKER, SLOWLORIS_SOCKETS) as attack:
         time.sleep(2)  # all sockets connected and started
         outcomes = probe_while_attacked(nginx.url, seconds)
     return outcomes, attack

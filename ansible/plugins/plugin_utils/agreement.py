@@ -226,6 +226,19 @@ def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Finding]:
                 "follows it) or firewall_web_ports"
             ),
         )
+    per_address, slots = (
+        int(wall["firewall_web_connections_per_address"]),
+        n["nginx_worker_connections"],
+    )
+    if true(wall["firewall_enabled"]) and not 0 <= per_address < int(slots):
+        yield (
+            (host,),
+            (
+                f"firewall_web_connections_per_address={per_address} but nginx_worker_connections="
+                f"{slots}: set it between 1 and {slots - 1}, or to 0 for no bound (one address "
+                "must not fill an nginx worker)"
+            ),
+        )
     address = str(wall["private_address"])
     for app, a in apps.items():
         if app == host or str(a["app_listen"]).startswith("/"):
