@@ -43,6 +43,11 @@ class PlaybookRun:
         counts = re.findall(r"changed=(\d+)", self.output.split("PLAY RECAP")[-1])
         return sum(int(c) for c in counts)
 
+    def fatal(self, host: str) -> str:
+        """The last task failure Ansible printed for ``host`` ("" when none)."""
+        lines = [line for line in self.output.splitlines() if line.startswith(f"fatal: [{host}]")]
+        return lines[-1] if lines else ""
+
     def changed_tasks(self) -> list[str]:
         """The tasks that reported a change, to say what broke idempotence."""
         tasks, current = [], ""

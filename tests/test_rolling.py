@@ -179,9 +179,9 @@ def test_a_broken_release_stops_on_the_first_host_and_rolls_it_back(
     rolled = under_load(fleet, extra={"app_source_dir": str(broken)}, log=tmp_path / "run.log")
     report(request, "rolling", f"broken release, rolling: {rolled.summary()}")
     assert rolled.run.returncode != 0, rolled.run.output[-6000:]
-    fatal = [line for line in rolled.run.output.splitlines() if line.startswith("fatal: [app1]")]
-    assert fatal and BROKEN in fatal[-1], rolled.run.output[-6000:]
-    assert "current is back on" in fatal[-1], fatal[-1]
+    fatal = rolled.run.fatal("app1")
+    assert BROKEN in fatal, rolled.run.output[-6000:]
+    assert "current is back on" in fatal, fatal
     assert (
         "app2"
         not in "".join(rolled.run.output.split("PLAY [Deploy the app")[1:]).split("PLAY RECAP")[0]
@@ -211,9 +211,9 @@ def test_a_doctor_fail_after_the_restart_rolls_the_host_back(
         fleet.run("db1", "mysql", "-e", "SET GLOBAL wait_timeout = 60")
     report(request, "rolling", f"a doctor FAIL after the restart, rolling: {rolled.summary()}")
     assert rolled.run.returncode != 0, rolled.run.output[-6000:]
-    fatal = [line for line in rolled.run.output.splitlines() if line.startswith("fatal: [app1]")]
-    assert fatal and "idleproof doctor: FAIL wait_timeout" in fatal[-1], rolled.run.output[-6000:]
-    assert "current is back on" in fatal[-1], fatal[-1]
+    fatal = rolled.run.fatal("app1")
+    assert "idleproof doctor: FAIL wait_timeout" in fatal, rolled.run.output[-6000:]
+    assert "current is back on" in fatal, fatal
     assert {host: current(fleet, host) for host in APP_HOSTS} == before
     assert started_at(fleet, "app2") == app2_started
     nothing_lost(rolled)
@@ -239,10 +239,10 @@ def test_a_setting_that_keeps_readyz_from_answering_is_rolled_back_with_app_env(
     )
     report(request, "rolling", f"a password that keeps /readyz at 503, rolling: {rolled.summary()}")
     assert rolled.run.returncode != 0, rolled.run.output[-6000:]
-    fatal = [line for line in rolled.run.output.splitlines() if line.startswith("fatal: [app1]")]
-    assert fatal and "/readyz from web1" in fatal[-1], rolled.run.output[-6000:]
-    assert "database unavailable" in fatal[-1] and "1045" in fatal[-1], fatal[-1]
-    assert "with app.env as it was, which answers /readyz" in fatal[-1], fatal[-1]
+    fatal = rolled.run.fatal("app1")
+    assert "/readyz from web1" in fatal, rolled.run.output[-6000:]
+    assert "database unavailable" in fatal and "1045" in fatal, fatal
+    assert "with app.env as it was, which answers /readyz" in fatal, fatal
     assert {host: (current(fleet, host), app_env(fleet, host)) for host in APP_HOSTS} == before
     assert started_at(fleet, "app2") == app2_started
     nothing_lost(rolled)
