@@ -395,17 +395,15 @@ def test_a_migration_running_on_the_host_stops_a_second_deploy_with_one_line(
     holder = "ipk-migration-holder"
     converged.run(
         "app1", "systemd-run", f"--unit={holder}", "--collect",
-        "/usr/bin/flock", "/run/lock/idle-proof-migrate.lock", "sleep", "600",
+        "/usr/bin/flock", "/var/lib/idle-proof/.migrate.lock", "sleep", "600",
     )  # fmt: skip
     try:
         run = converged.playbook("--limit", "app1")
     finally:
         converged.run("app1", "systemctl", "stop", holder, check=False)
     assert run.returncode != 0, run.output[-4000:]
-    fatal = [line for line in run.output.splitlines() if line.startswith("fatal: [app1]")]
-    assert fatal and "a migration of idle-proof is already running on app1" in fatal[-1], (
-        run.output[-4000:]
-    )
+    fatal = run.fatal("app1")
+    assert "a migration of idle-proof is already running on app1" in fatal, run.output[-4000:]
 
 
 def running_environment(fleet: Fleet, host: str) -> dict[str, str]:
@@ -428,11 +426,16 @@ def test_a_setting_written_before_a_failed_migration_reaches_the_app_on_the_next
     assert before["DB_POOL_SIZE"] != "4", before["DB_POOL_SIZE"]
     setting = {"app_db_pool_size": 4}
     try:
-        failed = converged.playbook(
-            "--limit", "app1", "-e", json.dumps(setting | {"app_migrate_command": ["false"]})
+        # A migration that fails after saying who runs it and whether it can change the
+        # release it migrates to (it must not: it runs as the app's user, confined).
+        says = (
+            'echo "as $(id -un), release writable: $(touch x 2>/dev/null && echo yes || echo no)"'
         )
+        migrate = {"app_migrate_command": ["sh", "-c", f"{says} >&2; exit 3"]}
+        failed = converged.playbook("--limit", "app1", "-e", json.dumps(setting | migrate))
         assert failed.returncode != 0, failed.output[-4000:]
-        assert "false failed on app1" in failed.output, failed.output[-4000:]
+        expected = "sh failed on app1 (exit 3): as idle-proof, release writable: no"
+        assert expected in failed.fatal("app1"), failed.output[-4000:]
         assert running_environment(converged, "app1") == before  # not restarted
         again = converged.playbook("--limit", "app1", "-e", json.dumps(setting))
         assert again.returncode == 0, again.output[-4000:]
@@ -456,10 +459,8 @@ def test_a_release_name_reused_for_other_files_is_refused(converged: Fleet, tmp_
     overrides = {"app_release_id": name, "app_source_dir": str(source)}
     run = converged.playbook("--limit", "app1", "-e", json.dumps(overrides))
     assert run.returncode != 0, run.output[-4000:]
-    fatal = [line for line in run.output.splitlines() if line.startswith("fatal: [app1]")]
-    assert fatal and f"app_release_id={name} is already on app1 with other files" in fatal[-1], (
-        run.output[-4000:]
-    )
+    fatal = run.fatal("app1")
+    assert f"app_release_id={name} is already on app1 with other files" in fatal, run.output[-4000:]
     assert converged.run("app1", "readlink", "/opt/idle-proof/current").stdout.strip() == current
     code = converged.run("app1", "cat", f"{current}/app/wsgi.py").stdout
     assert "old release name" not in code
@@ -491,7 +492,10 @@ def test_accounts_and_virtualenvs_nothing_uses_are_removed(converged: Fleet) -> 
         assert sorted(venvs) == sorted({link.rsplit("/", 1)[-1] for link in links.stdout.split()})
         assert "0123456789ab" not in venvs
     finally:
-        converged.run("db1", "mysql", "-e", f"DROP USER IF EXISTS 'someone'@'{gone}'")
+        # Whatever the run left of the three (all of them, when it failed early).
+        drop = ", ".join(f"'{user}'@'{gone}'" for user in ("app", "app_migrate", "someone"))
+        converged.run("db1", "mysql", "-e", f"DROP USER IF EXISTS {drop}")
+        converged.run("app1", "rm", "-rf", stale)
 
 
 @pytest.mark.parametrize(
@@ -521,9 +525,9 @@ def test_a_host_on_a_system_the_kit_is_not_tested_on_is_refused_untouched(
     untested = {"shared_supported_systems": ["Debian 13"]}
     run = converged.playbook("--limit", "web1", "-e", json.dumps(untested))
     assert run.returncode != 0, run.output[-4000:]
-    fatal = [line for line in run.output.splitlines() if line.startswith("fatal: [web1]")]
+    fatal = run.fatal("web1")
     expected = "web1 runs Debian 12, which the kit is not tested on"
-    assert fatal and expected in fatal[-1], run.output[-4000:]
+    assert expected in fatal, run.output[-4000:]
     assert "TASK [idleproof.kit.firewall" not in run.output, run.output[-4000:]
 
 
