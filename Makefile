@@ -83,7 +83,7 @@ ifeq ($(abspath $(INVENTORY)),$(abspath $(LOCAL_INVENTORY)))
 endif
 	cd ansible && ../$(BIN)/ansible-playbook -i $(abspath $(INVENTORY)) site.yml
 ifeq ($(abspath $(INVENTORY)),$(abspath $(LOCAL_INVENTORY)))
-	@echo "deployed: try curl http://127.0.0.1:8080/ (make testhost-down removes the host)"
+	@echo "deployed: try curl --cacert ansible/inventories/local/.tls/ca.crt https://127.0.0.1:8443/ (make testhost-down removes the host)"
 endif
 
 testhost: ## Boot the local test host (Debian bookworm, systemd-nspawn, ssh on 127.0.0.1:2222).

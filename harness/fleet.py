@@ -108,7 +108,13 @@ class Fleet:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address('web1')}"
+        """The site through web1, in HTTPS (its certificate is for web1's address)."""
+        return f"https://{self.address('web1')}"
+
+    @property
+    def ca(self) -> Path:
+        """The kit's CA, which the fleet's converge makes beside its inventory."""
+        return self.inventory / ".tls" / "ca.crt"
 
     @property
     def env(self) -> dict[str, str]:

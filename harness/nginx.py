@@ -48,9 +48,11 @@ def role_main_settings() -> dict[str, int]:
 
 
 def server_conf_for(port: int, text: str | None = None) -> str:
-    """server.conf (the repository's unless given) listening on one loopback port only."""
+    """server.conf (the repository's unless given) listening on one loopback port only, in
+    plain HTTP: the site's behaviour is tested here, HTTPS on the deployed hosts."""
     source = SERVER_CONF.read_text() if text is None else text
-    kept = [line for line in source.splitlines() if not line.strip().startswith("listen ")]
+    dropped = ("listen ", "ssl_", "add_header Strict-Transport-Security")
+    kept = [line for line in source.splitlines() if not line.strip().startswith(dropped)]
     return "\n".join([f"listen 127.0.0.1:{port};", *kept]) + "\n"
 
 
@@ -102,6 +104,7 @@ class NginxServer:
         includes = self.prefix / "idle-proof"
         (includes / "upstream.conf").write_text(f"server {self.upstream};\n")
         (includes / "server.conf").write_text(server_conf_for(self.port, self.server_conf_text))
+        (includes / "redirect.conf").write_text("# plain HTTP only: no redirect\n")
         site = self.site_text.replace("/etc/nginx/idle-proof/", f"{includes}/")
         site = site.replace("/var/log/nginx/", f"{self.prefix / 'logs'}/")
         (self.prefix / "site.conf").write_text(site)

@@ -13,6 +13,7 @@ import contextlib
 import resource
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -128,8 +129,11 @@ class Slowloris:
         self._selector.close()
 
 
-def late_client(target: str, port: int, wait: float, timeout: float) -> str:
-    """Connect, send nothing for ``wait`` seconds, then a whole GET /: the status line's
+def late_client(
+    target: str, port: int, wait: float, timeout: float, tls: ssl.SSLContext | None = None
+) -> str:
+    """Connect, send nothing for ``wait`` seconds, then (after a TLS handshake that checks
+    ``target`` against the certificate, with ``tls``) a whole GET /: the status line's
     code, or what went wrong ("connect: ...", "no answer", ...)."""
     try:
         sock = socket.create_connection((target, port), timeout=timeout)
@@ -137,26 +141,34 @@ def late_client(target: str, port: int, wait: float, timeout: float) -> str:
         return f"connect: {type(exc).__name__}"
     with sock:
         time.sleep(wait)
+        request = f"GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n".encode()
         try:
-            sock.sendall(f"GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n".encode())
-            head = sock.recv(64)
+            channel = tls.wrap_socket(sock, server_hostname=target) if tls else sock
+            channel.sendall(request)
+            head = channel.recv(64)
         except TimeoutError:
             return "no answer"
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError too
             return f"send: {type(exc).__name__}"
     parts = head.split(b" ", 2)
     return parts[1].decode() if len(parts) > 1 and head.startswith(b"HTTP/") else "closed"
 
 
 def late_clients(
-    target: str, port: int, clients: int, every: float, wait: float = 2.0, timeout: float = 10.0
+    target: str,
+    port: int,
+    clients: int,
+    every: float,
+    wait: float = 2.0,
+    timeout: float = 10.0,
+    tls: ssl.SSLContext | None = None,
 ) -> Counter[str]:
     """``clients`` late clients, one starting every ``every`` seconds: their outcomes."""
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()
 
     def one() -> None:
-        outcome = late_client(target, port, wait, timeout)
+        outcome = late_client(target, port, wait, timeout, tls)
         with lock:
             outcomes[outcome] += 1
 

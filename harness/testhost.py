@@ -63,7 +63,8 @@ class PlaybookRun:
 class NspawnHost:
     name: str
     ssh_port: int = field(default_factory=free_port)
-    web_port: int = field(default_factory=free_port)
+    web_port: int = field(default_factory=free_port)  # plain HTTP: redirects to tls_port
+    tls_port: int = field(default_factory=free_port)
     db_port: int = field(default_factory=free_port)
     # A frozen copy of the release files: edits to the working tree during the run must
     # not turn a re-run into a new release.
@@ -75,7 +76,13 @@ class NspawnHost:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        """The site, in HTTPS (its certificate is for 127.0.0.1, signed by ``ca``)."""
+        return f"https://127.0.0.1:{self.tls_port}"
+
+    @property
+    def ca(self) -> Path:
+        """The kit's CA that the local inventory's converge makes on this machine."""
+        return LOCAL_INVENTORY / ".tls" / "ca.crt"
 
     def up(self) -> None:
         env = {**os.environ, "TESTHOST_SSH_PORT": str(self.ssh_port)}
@@ -101,6 +108,7 @@ class NspawnHost:
             "ansible_ssh_private_key_file": str(self.key),
             "db_port": self.db_port,
             "nginx_listen": [f"127.0.0.1:{self.web_port}"],
+            "nginx_tls_listen": [f"127.0.0.1:{self.tls_port}"],
             **({"app_source_dir": str(self.source_dir)} if self.source_dir else {}),
             **overrides,
         }

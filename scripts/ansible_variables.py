@@ -61,6 +61,10 @@ PREFLIGHT = {
     "firewall_web_ports": "nginx's ports",
     "firewall_web_connections_per_address": "0 or below `nginx_worker_connections`",
     "nginx_worker_connections": "above `firewall_web_connections_per_address`",
+    "nginx_tls_listen": "a port of its own; matches `firewall_web_ports`",
+    "nginx_tls_certificate": "a file on the controller (`nginx_tls_generate: false`)",
+    "nginx_tls_certificate_key": "a file on the controller (`nginx_tls_generate: false`)",
+    "nginx_hsts_max_age": "0 or more",
 }
 
 

@@ -44,6 +44,9 @@ VALUES: dict[str, Any] = {
     "nginx_worker_connections": 4096,
     "nginx_worker_rlimit_nofile": 8192,
     "nginx_listen": ["80", "[::]:80"],
+    "nginx_tls": True,
+    "nginx_tls_listen": ["443", "[::]:443"],
+    "nginx_hsts_max_age": 0,
     "nginx_server_name": "_",
     "nginx_client_max_body_size": "1m",
     "nginx_proxy_connect_timeout": 2,
@@ -58,6 +61,7 @@ FILES = {
     "nginx/templates/etc/nginx/sites-available/site.conf.j2": f"nginx/{NAME}.conf",
     "nginx/templates/etc/nginx/idle-proof/server.conf.j2": f"nginx/{NAME}/server.conf",
     "nginx/templates/etc/nginx/idle-proof/upstream.conf.j2": f"nginx/{NAME}/upstream.conf",
+    "nginx/templates/etc/nginx/idle-proof/redirect.conf.j2": f"nginx/{NAME}/redirect.conf",
     "nginx/templates/etc/systemd/system/nginx.service.d/hardening.conf.j2": (
         "systemd/nginx.service.d/hardening.conf"
     ),
@@ -73,6 +77,9 @@ def environment() -> jinja2.Environment:
         trim_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined
     )
     env.filters["bool"] = bool
+    env.filters["regex_replace"] = lambda value, pattern, replacement: re.sub(
+        pattern, replacement, value
+    )
     env.tests["match"] = lambda value, pattern: re.match(pattern, value) is not None
     return env
 

@@ -63,6 +63,21 @@ def report(request: pytest.FixtureRequest, tag: str, line: str) -> None:
 
 
 @contextmanager
+def trusting(ca: Path) -> Iterator[None]:
+    """requests (and the load generators built on it) verify HTTPS against ``ca``, the
+    kit's CA of a test host or fleet, and the name in the URL against its certificate."""
+    before = os.environ.get("REQUESTS_CA_BUNDLE")
+    os.environ["REQUESTS_CA_BUNDLE"] = str(ca)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["REQUESTS_CA_BUNDLE"]
+        else:
+            os.environ["REQUESTS_CA_BUNDLE"] = before
+
+
+@contextmanager
 def own_fleet(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Iterator[Fleet]:
     """A fleet of its own for one test module (Fleet.for_test options), with a snapshot
     of this checkout's release as its source; the caller boots it (fleet.up()) and may
@@ -74,7 +89,8 @@ def own_fleet(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Itera
     source = snapshot_release(tmp_path_factory.mktemp("release") / "v1")
     fleet = Fleet.for_test(tmp_path_factory.mktemp("fleet"), source_dir=source, **options)
     try:
-        yield fleet
+        with trusting(fleet.ca):
+            yield fleet
     finally:
         links = fleet.links()
         fleet.down()

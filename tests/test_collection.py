@@ -179,6 +179,7 @@ def inventory(user: Path, host: NspawnHost) -> Path:
                 # The test host shares this machine's network: no firewall on it.
                 "firewall_enabled": False,
                 "nginx_listen": [f"127.0.0.1:{host.web_port}"],
+                "nginx_tls_listen": [f"127.0.0.1:{host.tls_port}"],
                 "app_name": "visits",
                 "app_source_dir": str(user / "visits"),
                 "app_requirements": str(user / "visits" / "requirements.txt"),
@@ -212,11 +213,17 @@ def test_a_playbook_of_the_users_own_deploys_their_app_with_the_collection(
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     # The roles came from the installed collection, not from this checkout.
     assert str(ROOT) not in run.stdout.replace(str(user), ""), "a path of the checkout was used"
-    url = f"http://127.0.0.1:{host.web_port}"
-    assert requests.get(f"{url}/readyz", timeout=10).json() == {"status": "ready"}
-    counts = [requests.post(f"{url}/visits", timeout=10).status_code for _ in range(4)]
+    # HTTPS by default, with a certificate for 127.0.0.1 from the CA the kit made beside
+    # the user's inventory; plain HTTP redirects there.
+    url, ca = host.url, str(user / ".tls" / "ca.crt")
+    plain = requests.get(
+        f"http://127.0.0.1:{host.web_port}/readyz", timeout=10, allow_redirects=False
+    )
+    assert (plain.status_code, plain.headers.get("Location")) == (308, f"{url}/readyz")
+    assert requests.get(f"{url}/readyz", timeout=10, verify=ca).json() == {"status": "ready"}
+    counts = [requests.post(f"{url}/visits", timeout=10, verify=ca).status_code for _ in range(4)]
     time.sleep(IDLE_TIMEOUT + 2)  # every pooled connection closed by the server meanwhile
-    after = [requests.get(f"{url}/visits", timeout=10) for _ in range(8)]
+    after = [requests.get(f"{url}/visits", timeout=10, verify=ca) for _ in range(8)]
     report(
         request,
         "collection",

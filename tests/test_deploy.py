@@ -20,7 +20,7 @@ import requests
 from harness import ROOT
 from harness.testhost import NspawnHost, snapshot_release
 from harness.traffic import Load
-from tests.helpers import report
+from tests.helpers import report, trusting
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible]
 
@@ -44,7 +44,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NspawnHost]:
     testhost = NspawnHost(name=f"ipk-test-{os.getpid()}", source_dir=source)
     try:
         testhost.up()
-        yield testhost
+        with trusting(testhost.ca):
+            yield testhost
     finally:
         testhost.down()
 

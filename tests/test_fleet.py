@@ -4,8 +4,8 @@ host of the same inventory outside the kit's groups, which nothing may touch.
 
 One fleet per module, with names and a subnet of its own: booted, converged cold (with
 passwords holding / @ : % #), converged again at -vvv (nothing may change, no password
-shown), then used through web1 and probed from the wrong hosts; removed even when a test
-fails.
+shown), then used through web1 (in HTTPS, its name checked against the kit's CA) and
+probed from the wrong hosts; removed even when a test fails.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import json
 import re
 import secrets
 import shutil
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,6 +168,51 @@ def test_the_app_answers_through_web1_from_both_app_hosts(converged: Fleet) -> N
     assert all(after[host] > before[host] for host in after), (before, after)
 
 
+# --- HTTPS for clients ------------------------------------------------------------------------
+
+
+def handshake(fleet: Fleet, context: ssl.SSLContext, name: str) -> str:
+    """A TLS handshake with web1 on 443 naming ``name``: the protocol, or the error."""
+    try:
+        with (
+            socket.create_connection((fleet.address("web1"), 443), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=name) as tls,
+        ):
+            return str(tls.version())
+    except (ssl.SSLError, ssl.CertificateError) as exc:
+        why = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
+        return f"{type(exc).__name__}: {why}"
+
+
+def test_https_through_web1_checks_the_name_and_refuses_old_protocols(converged: Fleet) -> None:
+    """web1's certificate is signed by the kit's CA for web1's address, which a client
+    verifies; TLS below 1.2 is refused by web1 (the client here would still speak it)."""
+    web1 = converged.address("web1")
+    trusting = ssl.create_default_context(cafile=str(converged.ca))
+    assert handshake(converged, trusting, web1) in ("TLSv1.2", "TLSv1.3")
+    wrong = handshake(converged, trusting, "not-web1.example")
+    assert wrong.startswith("SSLCertVerificationError: Hostname mismatch"), wrong
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(cafile=str(converged.ca))
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    old.minimum_version, old.maximum_version = ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1
+    refused = handshake(converged, old, web1)
+    assert refused == "SSLError: TLSV1_ALERT_PROTOCOL_VERSION", refused  # web1's refusal
+    answer = requests.get(f"{converged.url}/readyz", timeout=10)
+    assert answer.status_code == 200 and "Strict-Transport-Security" not in answer.headers
+
+
+def test_plain_http_is_redirected_to_https_keeping_the_method(converged: Fleet) -> None:
+    web1 = converged.address("web1")
+    plain = requests.post(
+        f"http://{web1}/notes", json={"text": "sent in plain HTTP"}, timeout=10,
+        allow_redirects=False,
+    )  # fmt: skip
+    assert (plain.status_code, plain.headers["Location"]) == (308, f"https://{web1}/notes")
+    followed = requests.post(f"http://{web1}/notes", json={"text": "followed"}, timeout=10)
+    assert followed.status_code == 201 and followed.url == f"https://{web1}/notes", followed.url
+
+
 # --- nothing reachable that should not be ---------------------------------------------------
 
 CONNECT = (
@@ -194,6 +241,7 @@ def reaches(fleet: Fleet, source: str, target: str, port: int) -> bool:
         ("web1", "app1", 8000, True),
         ("web1", "app2", 8000, True),
         ("db1", "web1", 80, True),
+        ("db1", "web1", 443, True),
     ],
 )
 def test_each_service_answers_only_the_hosts_that_use_it(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import ssl
 import subprocess
 import time
 from collections import Counter
@@ -332,9 +333,10 @@ def not_enough(fleet: Fleet) -> int:
 
 
 def siege(fleet: Fleet, sockets: int) -> Siege:
-    """ATTACKERS addresses, ``sockets`` slowloris sockets each, against web1; meanwhile
-    LATE_CLIENTS real clients from this machine's own bridge address, one every 0.5 s,
-    each sending its request 2 s after it connected."""
+    """ATTACKERS addresses, ``sockets`` slowloris sockets each, against web1's plain HTTP
+    port (the same nginx, the same slots as HTTPS); meanwhile LATE_CLIENTS real clients
+    from this machine's own bridge address, one every 0.5 s, each starting its TLS
+    handshake and request on 443 2 s after it connected."""
     web1 = fleet.address("web1")
     logged = not_enough(fleet)
     with (
@@ -350,7 +352,8 @@ def siege(fleet: Fleet, sockets: int) -> Siege:
         time.sleep(5)  # every socket connected, refused or waiting
         established = ("ss", "-Htn", "state", "established", "( sport = :80 )")
         held = len(fleet.run("web1", *established).stdout.splitlines())
-        late = late_clients(web1, 80, LATE_CLIENTS, every=0.5)
+        tls = ssl.create_default_context(cafile=str(fleet.ca))
+        late = late_clients(web1, 443, LATE_CLIENTS, every=0.5, tls=tls)
     return Siege(
         late,
         held,

@@ -363,6 +363,17 @@ def test_the_mlflow_example_deploys_what_the_app_tests_run() -> None:
             "app_forwarded_allow_ips on app1 lacks web1's",
         ),
         ({"firewall_web_ports": [443]}, "nginx listens on port 80 (nginx_listen) but"),
+        ({"firewall_web_ports": [80]}, "nginx listens on port 443 (nginx_tls_listen) but"),
+        (
+            {"nginx_tls_listen": ["80"]},
+            "nginx_listen and nginx_tls_listen both use port 80: give HTTPS a port of its own",
+        ),
+        ({"nginx_hsts_max_age": -5}, "nginx_hsts_max_age=-5 is below 0"),
+        (
+            {"nginx_tls_generate": False, "nginx_tls_certificate": "/nonexistent/web.crt"},
+            "nginx_tls_certificate=/nonexistent/web.crt is not a file on the controller and "
+            "nginx_tls_generate is false",
+        ),
         (
             {"firewall_web_connections_per_address": -1},
             "firewall_web_connections_per_address=-1 but nginx_worker_connections=4096: set it "

@@ -195,3 +195,16 @@ def test_canonical_files_are_the_role_templates_rendered() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hsts_is_sent_only_when_the_inventory_asks_for_it() -> None:
+    """Strict-Transport-Security binds browsers for max-age: never sent by default."""
+    render = runpy.run_path(str(ROOT / "scripts" / "render_canonical.py"))
+    source = ROLES / "nginx" / "templates" / "etc" / "nginx" / "idle-proof" / "server.conf.j2"
+    template = render["environment"]().from_string(source.read_text())
+    values = render["VALUES"] | {"ansible_managed": "test"}
+    assert "Strict-Transport-Security" not in template.render(**values)
+    asked = template.render(**values | {"nginx_hsts_max_age": 31536000})
+    assert 'add_header Strict-Transport-Security "max-age=31536000" always;' in asked
+    plain = template.render(**values | {"nginx_tls": False, "nginx_hsts_max_age": 31536000})
+    assert "Strict-Transport-Security" not in plain and "ssl" not in plain

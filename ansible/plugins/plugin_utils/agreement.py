@@ -189,6 +189,38 @@ def managed(apps: Mapping[str, Any]) -> Iterator[Finding]:
             )
 
 
+def web_tls(host: str, n: Mapping[str, Any]) -> Iterator[Finding]:
+    """HTTPS for clients: its own port, and the operator's files when the kit makes none."""
+    if not true(n["nginx_tls"]):
+        return
+    plain = {port_of(str(e).split()[0]) for e in n["nginx_listen"]}
+    shared = sorted(plain & {port_of(str(e).split()[0]) for e in n["nginx_tls_listen"]})
+    if shared:
+        yield (
+            (host,),
+            (
+                f"nginx_listen and nginx_tls_listen both use port {', '.join(shared)}: give HTTPS "
+                "a port of its own (443), or set nginx_tls: false to serve plain HTTP only"
+            ),
+        )
+    if int(n["nginx_hsts_max_age"]) < 0:
+        yield (
+            (host,),
+            f"nginx_hsts_max_age={n['nginx_hsts_max_age']} is below 0: set seconds, or 0 for none",
+        )
+    if true(n["nginx_tls_generate"]):
+        return
+    for name in ("nginx_tls_certificate", "nginx_tls_certificate_key"):
+        if not os.path.isfile(str(n[name])):
+            yield (
+                (host,),
+                (
+                    f"{name}={n[name]} is not a file on the controller and nginx_tls_generate is "
+                    "false: point it at your file, or set nginx_tls_generate: true"
+                ),
+            )
+
+
 def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Finding]:
     """One web host: its upstreams, its open ports, and the app hosts admitting it."""
     apps, walls = views["app"], views["firewall"]
@@ -214,18 +246,21 @@ def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Finding]:
                 "nginx_upstream_servers from the inventory (it follows their app_listen)"
             ),
         )
+    yield from web_tls(host, n)
     wall = walls[host]
-    ports = {port_of(str(e).split()[0]) for e in n["nginx_listen"]}
-    closed = sorted(ports - {str(p) for p in wall["firewall_web_ports"]})
-    if true(wall["firewall_enabled"]) and closed:
-        yield (
-            (host,),
-            (
-                f"nginx listens on port {', '.join(closed)} (nginx_listen) but firewall_web_ports="
-                f"{wall['firewall_web_ports']}: set nginx_listen in the inventory (the firewall "
-                "follows it) or firewall_web_ports"
-            ),
-        )
+    listens = ["nginx_listen", "nginx_tls_listen"] if true(n["nginx_tls"]) else ["nginx_listen"]
+    for name in listens:
+        ports = {port_of(str(e).split()[0]) for e in n[name]}
+        closed = sorted(ports - {str(p) for p in wall["firewall_web_ports"]})
+        if true(wall["firewall_enabled"]) and closed:
+            yield (
+                (host,),
+                (
+                    f"nginx listens on port {', '.join(closed)} ({name}) but firewall_web_ports="
+                    f"{wall['firewall_web_ports']}: set {name} in the inventory (the firewall "
+                    "follows it) or firewall_web_ports"
+                ),
+            )
     per_address, slots = (
         int(wall["firewall_web_connections_per_address"]),
         n["nginx_worker_connections"],
