@@ -69,6 +69,8 @@ class NspawnHost:
     # A frozen copy of the release files: edits to the working tree during the run must
     # not turn a re-run into a new release.
     source_dir: Path | None = None
+    # The Debian release it runs (scripts/testhost's TESTHOST_SUITE).
+    suite: str = "bookworm"
 
     @property
     def key(self) -> Path:
@@ -85,7 +87,7 @@ class NspawnHost:
         return LOCAL_INVENTORY / ".tls" / "ca.crt"
 
     def up(self) -> None:
-        env = {**os.environ, "TESTHOST_SSH_PORT": str(self.ssh_port)}
+        env = {**os.environ, "TESTHOST_SSH_PORT": str(self.ssh_port), "TESTHOST_SUITE": self.suite}
         subprocess.run([ROOT / "scripts" / "testhost", "up", self.name], env=env, check=True)
 
     def down(self) -> None:
