@@ -261,11 +261,9 @@ def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Finding]:
                     "follows it) or firewall_web_ports"
                 ),
             )
-    per_address, slots = (
-        int(wall["firewall_web_connections_per_address"]),
-        n["nginx_worker_connections"],
-    )
-    if true(wall["firewall_enabled"]) and not 0 <= per_address < int(slots):
+    per_address = int(wall["firewall_web_connections_per_address"])
+    slots = int(n["nginx_worker_connections"])
+    if true(wall["firewall_enabled"]) and not 0 <= per_address < slots:
         yield (
             (host,),
             (
