@@ -3,11 +3,12 @@
 
 A module marked ``fleet`` boots four systemd-nspawn hosts of its own (own names, bridge and
 subnet: harness/fleet.py) and spends most of its time waiting on them, so the modules run as
-pytest processes of their own, at the same time as one process running everything else.
-(More processes only help tests that wait: the fleets already keep both cores busy, and a
-process more slows the timing-sensitive fault tests in the main one.) Each process writes
-its own log under .run/tests/ and ends it with its slowest tests; a log is printed whole
-when its process ends, and the exit status is the first failure's (0 when all passed).
+pytest processes of their own. The other tests that converge a test host (marked
+``ansible``: named hosts and free ports of their own too) wait on it the same way and form
+one more process, and one process runs everything else; all of them at the same time.
+Each process writes its own log under .run/tests/ and ends it with its slowest tests; a
+log is printed whole when its process ends, and the exit status is the first failure's
+(0 when all passed).
 
     scripts/run_tests.py                 # everything
     scripts/run_tests.py --slow          # all but the tests `make unit` ran (make test)
@@ -47,7 +48,10 @@ def main(args: list[str]) -> int:
     if args:
         return subprocess.run([*PYTEST, *args], cwd=ROOT, check=False).returncode
     modules = fleet_modules()
-    groups = {"main": ["-m", main_group]} | {Path(m).stem: [m] for m in modules}
+    groups = {
+        "main": ["-m", f"{main_group} and not ansible"],
+        "ansible": ["-m", f"{main_group} and ansible"],
+    } | {Path(m).stem: [m] for m in modules}
     LOGS.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
     for name, group_args in groups.items():
