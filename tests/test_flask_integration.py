@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pymysql
 import pytest
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
@@ -174,7 +175,13 @@ def test_a_killed_connection_costs_no_request(
         assert answer.status_code == 200
         before[name] = answer.json["connection_id"]  # type: ignore[index]
     for thread_id in before.values():
-        mariadb.execute(f"KILL {thread_id}")
+        try:
+            mariadb.execute(f"KILL {thread_id}")
+        except pymysql.MySQLError as error:
+            # 1094, unknown thread: the server's wait_timeout closed it first (a slow
+            # machine), which leaves the pooled connection just as dead.
+            if error.args[0] != 1094:
+                raise
     time.sleep(0.1)
 
     assert naive.flask.test_client().get("/id").status_code == 500
