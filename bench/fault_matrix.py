@@ -13,6 +13,7 @@ scenario.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,13 @@ def hot_row(result: HotResult, gave_up: bool) -> dict[str, Any]:
     }
     if result.healthz:
         row["healthz_statuses"] = sorted({str(s) for s in result.healthz})
+    later = result.during.durations[1:] + result.burst.durations
+    if result.scenario == "partition" and later and not gave_up:
+        # What the breaker is for: the requests after the first answered without waiting
+        # on the network, and how soon after healing the first one was served.
+        row["open_median_ms"] = round(statistics.median(later) * 1000, 1)
+        if result.first_2xx_after is not None:
+            row["healed_after_s"] = round(result.first_2xx_after, 3)
     return row
 
 

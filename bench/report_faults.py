@@ -99,6 +99,12 @@ def hot_table(hot: dict[str, Any]) -> list[str]:
         for c, r in partition.items()
         if r.get("healthz_statuses")
     ]
+    breaker = [
+        f"{c}: {r['open_median_ms']} ms in the median after the first 503, the first 2xx "
+        f"{r['healed_after_s']} s after healing"
+        for c, r in partition.items()
+        if "open_median_ms" in r and "healed_after_s" in r
+    ]
     lines += [
         "",
         "What the kit must do (tests/test_hot_faults.py): vanish_busy 0 non-2xx within "
@@ -106,7 +112,8 @@ def hot_table(hot: dict[str, Any]) -> list[str]:
         "+ `DB_CONNECT_TIMEOUT` + 1 s, then 2xx once healed; stall_busy (TCP alive, "
         "nothing answers: the one fault only a query timeout bounds) a 503 after "
         "`DB_READ_TIMEOUT` for each busy connection, the rest 2xx; failover 0 non-2xx."
-        + (f" `/healthz` during the partition: {'; '.join(healthz)}." if healthz else ""),
+        + (f" `/healthz` during the partition: {'; '.join(healthz)}." if healthz else "")
+        + (f" The breaker during the partition: {'; '.join(breaker)}." if breaker else ""),
     ]
     return lines
 

@@ -18,7 +18,7 @@ from bench.load import WrkLoad, measured_run
 from bench.micro import CASES, PROFILED
 from bench.run import main
 from bench.scaling import WORKER_SETUPS
-from harness.hot import NET_TIMEOUT
+from harness.hot import READ_TIMEOUT
 from harness.mariadb import LocalMariaDB
 from harness.scenarios import SCENARIOS
 
@@ -56,7 +56,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
             f"--hot-scenarios={','.join(HOT)}",
             "--hot-requests=2",
             "--hop-configs=kit,floor",
-            "--hop-delays=0,200",
+            "--hop-delays=0,2000",
             "--profile",
             "--micro-iterations=75",
             "--scaling-rounds=1",
@@ -82,8 +82,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert st["fsa-preping"]["GET /"][0] == "PING" and "PING" not in st["fsa-recycle"]["GET /"]
 
     hop = results["hop"]
-    # The relay holds each byte 200 µs each way: never less, whatever the machine's load.
-    assert hop["round_trip_us"]["200"] >= hop["round_trip_us"]["0"] + 350, hop["round_trip_us"]
+    # The relay holds each byte 2 ms each way, never less: a round trip through it takes
+    # 4 ms at least, whatever the machine's load (a direct one takes well under 1 ms).
+    assert hop["round_trip_us"]["2000"] >= 4000, hop["round_trip_us"]
     assert list(hop["configs"]) == ["kit", "floor"]
     for config, endpoints in hop["configs"].items():
         for endpoint, delays in endpoints.items():
@@ -127,7 +128,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert list(hot) == ["kit"] and list(hot["kit"]) == list(HOT)
     for scenario, row in hot["kit"].items():
         assert row["requests"] == 2 and row["non2xx"] == 0, (scenario, row)
-        assert row["slowest_s"] <= NET_TIMEOUT + 1, (scenario, row)
+        # The bounds are tests/test_hot_faults.py's; here, only that nothing waited for the
+        # query bound (the naive configuration's requests wait for the client's timeout).
+        assert row["slowest_s"] < READ_TIMEOUT, (scenario, row)
     phases = {"throughput", "statements", "hop", "in-process", "scaling", "hot faults",
               "idle faults"}  # fmt: skip
     assert phases <= set(results["phases"])

