@@ -125,6 +125,9 @@ def run_playbook(ansible_playbook: str, *args: str, timeout: float) -> PlaybookR
     """site.yml from ansible/ with these arguments, uncoloured: its exit status, its output
     and the seconds it took (a failed run is a result, not an exception)."""
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    # The tests' own clients trust the kit's CA (tests/helpers.trusting); the controller's
+    # pip, which downloads the app's wheels from the package index, must keep the system's.
+    env.pop("REQUESTS_CA_BUNDLE", None)
     started = time.monotonic()
     proc = subprocess.run(
         [ansible_playbook, *args, "site.yml"],
