@@ -65,6 +65,9 @@ PREFLIGHT = {
     "nginx_tls_certificate": "a file on the controller (`nginx_tls_generate: false`)",
     "nginx_tls_certificate_key": "a file on the controller (`nginx_tls_generate: false`)",
     "nginx_hsts_max_age": "0 or more",
+    "nginx_tls_names": "DNS names only (`nginx_tls_acme`)",
+    "nginx_tls_acme_server": "an https:// URL",
+    "nginx_tls_acme_server_ca": "a file on the controller, when set",
 }
 
 

@@ -47,6 +47,7 @@ VALUES: dict[str, Any] = {
     "nginx_tls": True,
     "nginx_tls_listen": ["443", "[::]:443"],
     "nginx_hsts_max_age": 0,
+    "nginx_tls_acme": False,
     "nginx_server_name": "_",
     "nginx_client_max_body_size": "1m",
     "nginx_proxy_connect_timeout": 2,

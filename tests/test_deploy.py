@@ -2,22 +2,28 @@
 
 The tests run in order on one fresh host: a bad inventory first (nothing may be touched),
 then the converge, its idempotence, traffic through nginx, idling past wait_timeout, the
-hardening score, and restarts and a redeploy under load.
+hardening score, restarts and a redeploy under load, and last the site's certificate from
+an ACME CA through certbot.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from harness import ROOT
+from harness.acme import Pebble
 from harness.testhost import NspawnHost, snapshot_release
 from harness.traffic import Load
 from tests.helpers import report, trusting
@@ -275,3 +281,71 @@ def test_restart_and_redeploy_lose_no_requests(
     assert load.failures == [], load.failures[:10]
     # The old release stays for a rollback.
     assert converged.run("test", "-d", before, check=False).returncode == 0
+
+
+def served_certificate(port: int, name: str, trusted: Path) -> dict[str, Any]:
+    """The certificate nginx serves for ``name`` on 127.0.0.1:``port``, verified against
+    ``trusted`` (chain and name)."""
+    context = ssl.create_default_context(cafile=str(trusted))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=name) as tls,
+    ):
+        return dict(tls.getpeercert() or {})
+
+
+def test_a_certificate_from_an_acme_ca_is_served_and_renewed(
+    converged: NspawnHost, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """certbot gets the site's certificate from a real ACME CA (pebble, which fetches each
+    HTTP-01 token from the site's plain-HTTP port), nginx serves it, a re-run asks for
+    nothing, and a renewal is served after certbot's deploy hook reloads nginx."""
+    name = "site.test"
+    pebble = Pebble(tmp_path / "pebble", http_port=converged.web_port)
+    pebble.start()
+    try:
+        acme: dict[str, Any] = {
+            "nginx_tls_acme": True,
+            "nginx_server_name": name,
+            "nginx_tls_names": [name],
+            "nginx_tls_acme_server": pebble.url,
+            "nginx_tls_acme_server_ca": str(pebble.api_ca),
+        }
+        first = converged.playbook(**acme)
+        assert first.returncode == 0, first.output[-4000:]
+        root = tmp_path / "acme-root.pem"
+        root.write_text(pebble.issuing_root())
+        issued = served_certificate(converged.tls_port, name, root)
+        # The kit's own CA no longer verifies it: the ACME CA's certificate is served.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            served_certificate(converged.tls_port, name, converged.ca)
+
+        again = converged.playbook(**acme)
+        assert again.returncode == 0, again.output[-4000:]
+        assert again.changed == 0, f"changed on re-run: {again.changed_tasks()}"
+
+        # What certbot's timer runs when the certificate is due (forced now), with the
+        # environment its unit gives it: the ACME server's CA.
+        shown = converged.run("systemctl", "show", "certbot.service", "--property=Environment")
+        environment = shown.stdout.strip().removeprefix("Environment=").split()
+        assert any(e.startswith("REQUESTS_CA_BUNDLE=/") for e in environment), shown.stdout
+        converged.run(
+            "env", *environment,
+            "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew", "--quiet",
+        )  # fmt: skip
+        # The hook's reload replaces nginx's workers within moments.
+        for _ in range(20):
+            renewed = served_certificate(converged.tls_port, name, root)
+            if renewed["serialNumber"] != issued["serialNumber"]:
+                break
+            time.sleep(0.5)
+        assert renewed["serialNumber"] != issued["serialNumber"], (issued, renewed)
+        assert converged.run("systemctl", "is-enabled", "certbot.timer").stdout.strip() == "enabled"
+        report(
+            request,
+            "deploy",
+            f"ACME: {name} issued by {dict(x[0] for x in issued['issuer'])['commonName']}, "
+            f"renewed (serial {issued['serialNumber'][:8]}… then {renewed['serialNumber'][:8]}…)",
+        )
+    finally:
+        pebble.stop()

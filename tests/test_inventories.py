@@ -375,6 +375,27 @@ def test_the_mlflow_example_deploys_what_the_app_tests_run() -> None:
             "nginx_tls_generate is false",
         ),
         (
+            {"nginx_tls_acme": True},
+            "nginx_tls_names=['app.example.com', '10.0.0.30'] with nginx_tls_acme: an ACME CA "
+            "certifies public DNS names only",
+        ),
+        (
+            {
+                "nginx_tls_acme": True,
+                "nginx_tls_names": ["www.example.com"],
+                "nginx_tls_acme_server": "http://acme.example.com/directory",
+            },
+            "nginx_tls_acme_server=http://acme.example.com/directory is not an https:// URL",
+        ),
+        (
+            {
+                "nginx_tls_acme": True,
+                "nginx_tls_names": ["www.example.com"],
+                "nginx_tls_acme_server_ca": "/nonexistent/acme-ca.pem",
+            },
+            "nginx_tls_acme_server_ca=/nonexistent/acme-ca.pem is not a file on the controller",
+        ),
+        (
             {"firewall_web_connections_per_address": -1},
             "firewall_web_connections_per_address=-1 but nginx_worker_connections=4096: set it "
             "between 1 and 4095, or to 0",

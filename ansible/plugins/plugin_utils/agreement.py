@@ -208,6 +208,8 @@ def web_tls(host: str, n: Mapping[str, Any]) -> Iterator[Finding]:
             (host,),
             f"nginx_hsts_max_age={n['nginx_hsts_max_age']} is below 0: set seconds, or 0 for none",
         )
+    if true(n["nginx_tls_acme"]):
+        yield from web_acme(host, n)
     if true(n["nginx_tls_generate"]):
         return
     for name in ("nginx_tls_certificate", "nginx_tls_certificate_key"):
@@ -219,6 +221,38 @@ def web_tls(host: str, n: Mapping[str, Any]) -> Iterator[Finding]:
                     "false: point it at your file, or set nginx_tls_generate: true"
                 ),
             )
+
+
+def web_acme(host: str, n: Mapping[str, Any]) -> Iterator[Finding]:
+    """A certificate from an ACME CA: DNS names only, and a directory certbot can trust."""
+    names = [str(name) for name in n["nginx_tls_names"]]
+    addresses = [name for name in names if is_address(name) or name in ("_", "localhost")]
+    if addresses or not names:
+        yield (
+            (host,),
+            (
+                f"nginx_tls_names={names} with nginx_tls_acme: an ACME CA certifies public DNS "
+                "names only: set nginx_server_name (or nginx_tls_names) to the site's DNS names"
+            ),
+        )
+    server = str(n["nginx_tls_acme_server"])
+    if not server.startswith("https://"):
+        yield (
+            (host,),
+            (
+                f"nginx_tls_acme_server={server} is not an https:// URL: set it to the ACME "
+                "directory (Let's Encrypt: https://acme-v02.api.letsencrypt.org/directory)"
+            ),
+        )
+    ca = str(n["nginx_tls_acme_server_ca"])
+    if ca and not os.path.isfile(ca):
+        yield (
+            (host,),
+            (
+                f"nginx_tls_acme_server_ca={ca} is not a file on the controller: point it at "
+                'the CA of your ACME server\'s HTTPS, or set it to "" for a public one'
+            ),
+        )
 
 
 def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Finding]:
