@@ -118,7 +118,6 @@ def test_the_collection_carries_the_roles_plugins_and_wheel_not_the_checkouts_fi
         "plugins/action/check_inventory.py",
         "plugins/plugin_utils/wiring.py",
         "plugins/filter/host_address.py",
-        "plugins/filter/upstream_servers.py",
         "playbooks/site.yml",
         "meta/runtime.yml",
     ):

@@ -43,18 +43,12 @@ def rendered(role: str, name: str, **inventory: Any) -> Any:
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
 
-    loader = DataLoader()
     variables = {
-        # Trusted as templates, as Ansible loads a role's defaults.
-        **loader.load_from_file(
-            str(ROLES / "shared" / "defaults" / "main.yml"), trusted_as_template=True
-        ),
-        **loader.load_from_file(
-            str(ROLES / role / "defaults" / "main.yml"), trusted_as_template=True
-        ),
+        **load(ROLES / "shared" / "defaults" / "main.yml"),
+        **load(ROLES / role / "defaults" / "main.yml"),
         **inventory,
     }
-    return Templar(loader, variables=variables).template(variables[name])
+    return Templar(DataLoader(), variables=variables).template(variables[name])
 
 
 def test_the_settings_table_is_generated_from_the_table() -> None:

@@ -56,8 +56,7 @@ class Views:
             defaults: dict[str, Any] = {}
             options: dict[str, Any] = {}
             for name in self._chain(roles_dir, role):
-                found_defaults = self._load(roles_dir, name, "defaults/main.yml", templates=True)
-                defaults = combine_vars(defaults, found_defaults)
+                defaults = combine_vars(defaults, self._load(roles_dir, name, "defaults/main.yml"))
                 specs = self._load(roles_dir, name, "meta/argument_specs.yml")
                 found = specs.get("argument_specs", {}).get("main", {}).get("options", {})
                 out["specs"][name] = found
@@ -96,15 +95,11 @@ class Views:
             found[name] = hidden(value) if spec.get("no_log") else value
         return found
 
-    def _load(
-        self, roles_dir: str, role: str, path: str, templates: bool = False
-    ) -> dict[str, Any]:
-        """``templates``: the file's strings are templates to render, as Ansible trusts a
-        role's defaults (any other string stays as written)."""
+    def _load(self, roles_dir: str, role: str, path: str) -> dict[str, Any]:
         full = os.path.join(roles_dir, role, path)
         if not os.path.exists(full):
             return {}
-        return self._loader.load_from_file(full, trusted_as_template=templates) or {}
+        return self._loader.load_from_file(full) or {}
 
     def _chain(self, roles_dir: str, role: str) -> list[str]:
         """The role after its dependencies (depth first), each once."""
