@@ -17,11 +17,13 @@ The public API (``docs/library.md`` has the guide):
 
 from __future__ import annotations
 
-from importlib.metadata import version
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from idleproof.connection import CommitOutcomeUnknown
-from idleproof.engine import create_engine, dispose_after_fork, protect, protected_engines
-from idleproof.settings import Settings, SettingsError
+if TYPE_CHECKING:
+    from idleproof.connection import CommitOutcomeUnknown
+    from idleproof.engine import create_engine, dispose_after_fork, protect, protected_engines
+    from idleproof.settings import Settings, SettingsError
 
 __all__ = [
     "CommitOutcomeUnknown",
@@ -34,4 +36,24 @@ __all__ = [
     "protected_engines",
 ]
 
-__version__ = version("idleproof")
+# Each name's module, imported on first use: the settings and rules (the Ansible
+# preflight's, the command's) need no SQLAlchemy, and importing it costs half a second.
+_HOMES = {
+    "CommitOutcomeUnknown": "idleproof.connection",
+    "Settings": "idleproof.settings",
+    "SettingsError": "idleproof.settings",
+    "create_engine": "idleproof.engine",
+    "dispose_after_fork": "idleproof.engine",
+    "protect": "idleproof.engine",
+    "protected_engines": "idleproof.engine",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("idleproof")
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'idleproof' has no attribute {name!r}")
