@@ -96,6 +96,9 @@ def test_inconsistent_inventory_fails_fast_and_touches_nothing(
     failures = [line for line in run.output.splitlines() if line.startswith("fatal:")]
     assert failures and all(message in line for line in failures), failures
     report(request, "deploy", f"inconsistent inventory {overrides}: refused in {run.seconds:.1f} s")
+    # Fast by construction: refused in the first play, before any other play started.
+    plays = [line.partition("]")[0] for line in run.output.splitlines() if line[:6] == "PLAY ["]
+    assert plays == ["PLAY [Check the inventory before any host is touched."], plays
     assert run.seconds < 15, f"preflight took {run.seconds:.1f} s"
     # Not one ssh connection: the host cannot have been changed.
     assert ssh_logins(host) == logins
