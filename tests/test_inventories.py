@@ -515,6 +515,21 @@ def test_a_layout_that_serves_nobody_is_refused(tmp_path: Path, group: str, mess
     assert messages and messages[0] == message, messages
 
 
+def test_a_second_database_host_is_refused_as_such(tmp_path: Path) -> None:
+    """Two db hosts would be two servers with their own data: the one line says that, not
+    what it looks like from each app host (a db_address to set)."""
+    inventory = copy_example(tmp_path)
+    edit_hosts(
+        inventory, lambda groups: groups["db"]["hosts"].update(db2={"ansible_host": "10.0.0.11"})
+    )
+    returncode, messages = preflight(inventory)
+    assert returncode != 0
+    assert messages == [
+        "db1, db2: the db group has 2 hosts, and the kit provisions one database server (no "
+        "replication between them): keep one host in the db group"
+    ]
+
+
 def by_name(tmp_path: Path) -> Path:
     """The example with every host reached by a name."""
     inventory = copy_example(tmp_path)

@@ -348,6 +348,17 @@ def problems(views: Views) -> Iterator[Finding]:
                 "mysql_max_connections instead"
             ),
         )
+    if len(dbs) > 1:
+        # Each would be a separate server with its own data, and the app hosts use one:
+        # the per-server checks below would only name the symptom (a db_address).
+        yield (
+            tuple(dbs),
+            (
+                f"the db group has {len(dbs)} hosts, and the kit provisions one database "
+                "server (no replication between them): keep one host in the db group"
+            ),
+        )
+        dbs = {}
     for db, d in dbs.items() if apps else ():
         yield from server(db, d, apps)
         for app, a in apps.items():
