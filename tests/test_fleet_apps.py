@@ -66,7 +66,7 @@ def deployed(fleet: Fleet, app: apps.App, request: pytest.FixtureRequest) -> Non
     # MLflow's migration keeps a connection idle while it runs, longer than the fleet's
     # short wait_timeout on a busy machine (the firewall's limit is what this test is about).
     variables["db_idle_timeout"] = 3600
-    run = fleet.playbook("-e", json.dumps(variables), timeout=1800)
+    run = fleet.playbook("-e", json.dumps(variables))
     assert run.returncode == 0, run.output[-6000:]
     report(request, "apps", f"{app.name}: site.yml converged in {run.seconds:.0f} s")
     for setup in app.setup:
