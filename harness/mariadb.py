@@ -233,15 +233,24 @@ class LocalMariaDB:
         return int(str(self.execute("SELECT CONNECTION_ID()")[0][0]))
 
     def kill_app_connections(self) -> int:
-        """KILL every connection of the app user; returns how many."""
+        """KILL every connection of the app user, and wait until the server has closed
+        them all (KILL only marks a thread; on a loaded machine it closes its socket
+        later, and a client would meet an open connection): returns how many."""
         rows = self.execute(
             f"SELECT id FROM information_schema.processlist WHERE user = '{self.user}'"
         )
-        for (thread_id,) in rows:
+        ids = [int(str(thread_id)) for (thread_id,) in rows]
+        for thread_id in ids:
             # It may have ended on its own meanwhile.
             with contextlib.suppress(pymysql.err.OperationalError):
-                self.execute(f"KILL {int(str(thread_id))}")
-        return len(rows)
+                self.execute(f"KILL {thread_id}")
+        deadline = time.monotonic() + 30
+        listed = ",".join(map(str, ids)) or "0"
+        while self.execute(f"SELECT id FROM information_schema.processlist WHERE id IN ({listed})"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"threads {listed} were killed but still listed after 30 s")
+            time.sleep(0.05)
+        return len(ids)
 
 
 def _reap(pid: int) -> None:
