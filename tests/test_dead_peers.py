@@ -33,11 +33,13 @@ NET_TIMEOUT = 2
 class Recorder(Observer):
     def __init__(self) -> None:
         self.replaced_causes: list[str] = []
+        self.replaced_at = 0.0
         self.lost_causes: list[str] = []
         self.zombies = 0
 
     def replaced(self, cause: str) -> None:
         self.replaced_causes.append(cause)
+        self.replaced_at = time.monotonic()
 
     def lost(self, cause: str) -> None:
         self.lost_causes.append(cause)
@@ -115,7 +117,9 @@ def test_an_idle_connection_to_a_vanished_peer_is_replaced_without_a_ping(
         time.sleep(NET_TIMEOUT + 1)  # keepalive gives up on the peer meanwhile
         started = time.monotonic()
         assert thread_id(database) != first
-        assert time.monotonic() - started < 1
+        # Found dead at checkout, without a wait; the new connection after it is a
+        # connect's, which a loaded machine can stretch past a second.
+        assert recorder.replaced_at - started < 1
     assert recorder.replaced_causes == [CAUSE_NETWORK] and database.guard.pings == 0
     # The server never saw the connection go: the replacement ended its thread.
     assert recorder.zombies == 1
@@ -124,7 +128,7 @@ def test_an_idle_connection_to_a_vanished_peer_is_replaced_without_a_ping(
 
 def test_one_death_replaces_the_rest_of_its_generation(mariadb: LocalMariaDB) -> None:
     # A longer verdict than the module's: "replaced, not waited on" is told apart by time,
-    # and a loaded machine's connect (over 2 s seen) must not blur it with a 2 s wait.
+    # and a loaded machine's scheduling must not blur it with a 2 s wait.
     net_timeout = 6
     database, recorder = make_db(mariadb.url, DB_READ_TIMEOUT="15", DB_NET_TIMEOUT=str(net_timeout))
     try:
@@ -141,7 +145,7 @@ def test_one_death_replaces_the_rest_of_its_generation(mariadb: LocalMariaDB) ->
             assert net_timeout <= time.monotonic() - started < net_timeout + 1
             started = time.monotonic()
             replacement = thread_id(database)  # the other one: replaced, not waited on
-            assert time.monotonic() - started < net_timeout / 2
+            assert recorder.replaced_at - started < net_timeout / 2
         assert replacement not in pooled
         assert recorder.lost_causes == ["network"]  # one wait for the kernel, not two
         assert recorder.replaced_causes == [CAUSE_GENERATION]
