@@ -201,6 +201,14 @@ class NginxServer:
         text = self.error_log.read_text(errors="replace")
         return len(re.findall(pattern, text))
 
+    def workers_logging(self, pattern: str) -> set[int]:
+        """The worker pids whose error-log lines match ``pattern``: nginx writes each line
+        as ``[level] PID#TID: ...``, and every worker has connections of its own."""
+        if not self.error_log.exists():
+            return set()
+        text = self.error_log.read_text(errors="replace")
+        return {int(pid) for pid in re.findall(rf"\] (\d+)#\d+: .*{pattern}", text)}
+
     def __enter__(self) -> NginxServer:
         return self.start()
 
