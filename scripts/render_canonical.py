@@ -54,6 +54,10 @@ VALUES: dict[str, Any] = {
     "nginx_proxy_send_timeout": 65,
     "nginx_proxy_read_timeout": 65,
     "nginx_upstream_servers": [f"unix:/run/{NAME}/gunicorn.sock"],
+    "mysql_service": "mariadb",
+    "mysql_backup_dir": "/var/backups/mariadb",
+    "mysql_backup_textfile_dir": "/var/lib/prometheus/node-exporter",
+    "mysql_backup_on_calendar": "*-*-* 03:15:00",
 }
 # Each file: its template, and where it goes.
 FILES = {
@@ -68,6 +72,12 @@ FILES = {
     ),
     "mysql/templates/etc/systemd/system/mariadb.service.d/hardening.conf.j2": (
         "systemd/mariadb.service.d/hardening.conf"
+    ),
+    "mysql/templates/etc/systemd/system/idle-proof-backup.service.j2": (
+        "systemd/idle-proof-backup.service"
+    ),
+    "mysql/templates/etc/systemd/system/idle-proof-backup.timer.j2": (
+        "systemd/idle-proof-backup.timer"
     ),
 }
 

@@ -255,6 +255,142 @@ def test_access_log_is_private_and_holds_no_secrets(converged: NspawnHost) -> No
     assert token not in line and "alice-deploy-test" not in line, line
 
 
+BACKUP_DIR = "/var/backups/mariadb"  # mysql_backup_dir
+BACKUP_METRIC = "/var/lib/prometheus/node-exporter/idle_proof_backup.prom"
+# The newest backup, restored as an operator would (decompress, extract, prepare) into a
+# server of its own beside the real one: the notes it holds.
+RESTORE = f"""
+set -euo pipefail
+r=/var/tmp/restore-test
+rm -rf "$r" && mkdir -p "$r/data"
+latest=$(ls -1 {BACKUP_DIR}/full-*.xb.zst | tail -n 1)
+zstd -dc "$latest" | mbstream -x -C "$r/data"
+if ! mariadb-backup --prepare --target-dir="$r/data" 2>"$r/prepare.log"; then
+  tail "$r/prepare.log"; exit 1
+fi
+chown -R mysql:mysql "$r"
+mariadbd --no-defaults --user=mysql --datadir="$r/data" --socket="$r/sock" --skip-networking \
+  --pid-file="$r/pid" --log-error="$r/error.log" &
+for _ in $(seq 150); do [ -S "$r/sock" ] && break; sleep 0.2; done
+mariadb --no-defaults -S "$r/sock" -u root -N -e "SELECT text FROM app.notes"
+mariadb-admin --no-defaults -S "$r/sock" -u root shutdown
+rm -rf "$r"
+"""
+
+
+def backup_files(host: NspawnHost) -> list[str]:
+    return host.run("ls", "-1A", BACKUP_DIR).stdout.split()
+
+
+def backup_metrics(host: NspawnHost) -> dict[str, float]:
+    text = host.run("cat", BACKUP_METRIC, check=False).stdout
+    return {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in text.splitlines())
+        if name and not name.startswith("#")
+    }
+
+
+def test_a_backup_restores_every_note_acknowledged_before_it(
+    converged: NspawnHost, request: pytest.FixtureRequest
+) -> None:
+    timer = converged.run("systemctl", "is-enabled", "idle-proof-backup.timer", check=False)
+    assert timer.stdout.strip() == "enabled", timer.stdout + timer.stderr
+    # root reads the server's files, and may write nothing but the backups and the metric.
+    out = converged.run("systemd-analyze", "security", "--no-pager", "idle-proof-backup").stdout
+    exposure = re.search(r"Overall exposure level for idle-proof-backup.service: ([\d.]+)", out)
+    assert exposure and float(exposure.group(1)) <= MAX_EXPOSURE, out[-2000:]
+    texts = [f"backed up {os.getpid()}.{i}" for i in range(20)]
+    for text in texts:
+        made = requests.post(f"{converged.url}/notes", json={"text": text}, timeout=10)
+        assert made.status_code == 201, made.text
+    started = time.time()
+    run = converged.run("systemctl", "start", "idle-proof-backup.service", check=False)
+    took = time.time() - started
+    journal = converged.run(
+        "journalctl", "--no-pager", "-o", "cat", "-u", "idle-proof-backup.service", check=False
+    ).stdout
+    assert run.returncode == 0, journal[-3000:]
+    # The default directory shares the data's disk, and the script says so at every run.
+    assert "a lost disk loses both" in journal
+
+    files = backup_files(converged)
+    backups = [f for f in files if f.endswith(".xb.zst")]
+    assert len(backups) == 1 and files == sorted([*backups, f"{backups[0]}.sha256"]), files
+    verified = converged.run("sh", "-c", f"cd {BACKUP_DIR} && sha256sum -c {backups[0]}.sha256")
+    assert verified.stdout.strip() == f"{backups[0]}: OK"
+    metrics = backup_metrics(converged)
+    assert metrics["idleproof_backup_last_success_timestamp_seconds"] >= int(started)
+    assert metrics["idleproof_backups_kept"] == 1
+
+    restored = converged.run("bash", "-c", RESTORE, check=False)
+    assert restored.returncode == 0, restored.stdout[-2000:] + restored.stderr[-2000:]
+    rows = restored.stdout.splitlines()
+    missing = [text for text in texts if text not in rows]
+    report(
+        request,
+        "deploy",
+        f"backup: {took:.1f} s, {metrics['idleproof_backup_last_size_bytes']:.0f} bytes, "
+        f"unit exposure {exposure.group(1)}; "
+        f"restored into a server of its own: {len(rows)} notes, {len(missing)} of "
+        f"{len(texts)} acknowledged ones missing",
+    )
+    assert missing == [], missing
+    assert all(rows.count(text) == 1 for text in texts), "a note restored twice"
+
+
+def test_a_failed_backup_fails_its_unit_and_leaves_the_last_good_one(
+    converged: NspawnHost,
+) -> None:
+    before = backup_files(converged)
+    metrics = backup_metrics(converged)
+    converged.run("systemctl", "stop", "mariadb.service")
+    try:
+        run = converged.run("systemctl", "start", "idle-proof-backup.service", check=False)
+        state = converged.run("systemctl", "is-failed", "idle-proof-backup.service", check=False)
+    finally:
+        converged.run("systemctl", "start", "mariadb.service")
+    assert run.returncode != 0
+    assert state.stdout.strip() == "failed"
+    journal = converged.run(
+        "journalctl", "--no-pager", "-o", "cat", "-u", "idle-proof-backup.service", check=False
+    ).stdout
+    assert "nothing was written to" in journal, journal[-3000:]
+    # No partial file, and the metric still tells when the last good backup finished.
+    assert backup_files(converged) == before
+    assert backup_metrics(converged) == metrics
+    converged.run("systemctl", "reset-failed", "idle-proof-backup.service")
+
+
+def test_old_backups_go_and_the_newest_stays(converged: NspawnHost) -> None:
+    keep_two = (
+        "set -a && . /etc/default/idle-proof-backup && BACKUP_KEEP=2 "
+        "/usr/local/sbin/idle-proof-backup"
+    )
+    for _ in range(3):
+        converged.run("sh", "-c", keep_two)
+        time.sleep(1)  # names are to the second
+    backups = [f for f in backup_files(converged) if f.endswith(".xb.zst")]
+    assert len(backups) == 2, backups
+    assert backup_metrics(converged)["idleproof_backups_kept"] == 2
+    # Past the age limit every backup but the newest goes, whatever the count.
+    converged.run("sh", "-c", f"touch -d '30 days ago' {BACKUP_DIR}/full-*.xb.zst")
+    converged.run("sh", "-c", keep_two.replace("BACKUP_KEEP=2", "BACKUP_MAX_AGE_DAYS=14"))
+    after = [f for f in backup_files(converged) if f.endswith(".xb.zst")]
+    assert len(after) == 1 and after[0] not in backups, after
+
+
+def test_a_backup_time_systemd_cannot_read_is_refused_in_one_line(converged: NspawnHost) -> None:
+    run = converged.playbook(mysql_backup_on_calendar="every night")
+    assert run.returncode != 0, run.output[-3000:]
+    failures = [line for line in run.output.splitlines() if line.startswith("fatal:")]
+    assert len(failures) == 1, failures
+    assert "mysql_backup_on_calendar 'every night' is not a systemd calendar time" in failures[0]
+    assert "set it like" in failures[0]
+    timer = converged.run("systemctl", "show", "-p", "TimersCalendar", "idle-proof-backup.timer")
+    assert "03:15:00" in timer.stdout, timer.stdout
+
+
 def test_restart_and_redeploy_lose_no_requests(
     converged: NspawnHost, request: pytest.FixtureRequest
 ) -> None:
