@@ -319,6 +319,11 @@ class Siege:
     def answered(self) -> int:
         return self.late["200"]
 
+    @property
+    def closed_unanswered(self) -> int:
+        """Real clients whose connection was closed before any answer came."""
+        return sum(n for outcome, n in self.late.items() if outcome.startswith(("send:", "closed")))
+
     def summary(self) -> str:
         return (
             f"real clients {self.answered}/{sum(self.late.values())} answered {dict(self.late)}; "
@@ -390,8 +395,12 @@ def test_a_slowloris_from_many_addresses_leaves_real_clients_answered(
         restored = fleet.playbook("--tags", "firewall", "--limit", "web1")
         assert restored.returncode == 0, restored.output[-4000:]
 
-    # Without the bound the attack fills nginx and most real clients get no answer.
-    assert naive.not_enough > 0, naive.summary()
+    # Without the bound the attack fills nginx and most real clients get no answer. Full,
+    # nginx refuses a new connection (the alert counted in not_enough) or, while some of its
+    # connections have sent nothing yet, closes those to make room, with a warning that
+    # Debian's error_log level leaves out: the real clients, silent for their first 2 s,
+    # are such connections, and most of them are closed unanswered.
+    assert naive.not_enough > 0 or naive.closed_unanswered > LATE_CLIENTS / 2, naive.summary()
     assert naive.answered < LATE_CLIENTS / 2, naive.summary()
     # With it every real client is answered; each address holds its bound at most.
     assert kit.answered == LATE_CLIENTS, kit.summary()
