@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,7 +96,14 @@ def own_fleet(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Itera
         links = fleet.links()
         fleet.down()
     assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
-    assert links and not [n for n in links if Path(f"/sys/class/net/{n}").exists()], links
+    # The kernel removes a host's link once its network namespace is gone, which on a
+    # loaded machine comes a little after the host has stopped.
+    deadline = time.monotonic() + 30
+    left = links
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = [n for n in links if Path(f"/sys/class/net/{n}").exists()]
+    assert links and not left, left
 
 
 @contextmanager
