@@ -194,20 +194,19 @@ class NginxServer:
         if self.proc.stderr:
             self.proc.stderr.close()
 
+    def _errors(self) -> str:
+        if not self.error_log.exists():
+            return ""
+        return self.error_log.read_text(errors="replace")
+
     def error_count(self, pattern: str) -> int:
         """Lines of nginx's error log that match ``pattern`` (a regular expression)."""
-        if not self.error_log.exists():
-            return 0
-        text = self.error_log.read_text(errors="replace")
-        return len(re.findall(pattern, text))
+        return len(re.findall(pattern, self._errors()))
 
     def workers_logging(self, pattern: str) -> set[int]:
         """The worker pids whose error-log lines match ``pattern``: nginx writes each line
         as ``[level] PID#TID: ...``, and every worker has connections of its own."""
-        if not self.error_log.exists():
-            return set()
-        text = self.error_log.read_text(errors="replace")
-        return {int(pid) for pid in re.findall(rf"\] (\d+)#\d+: .*{pattern}", text)}
+        return {int(pid) for pid in re.findall(rf"\] (\d+)#\d+: .*{pattern}", self._errors())}
 
     def __enter__(self) -> NginxServer:
         return self.start()

@@ -282,6 +282,11 @@ def backup_files(host: NspawnHost) -> list[str]:
     return host.run("ls", "-1A", BACKUP_DIR).stdout.split()
 
 
+def backup_journal(host: NspawnHost) -> str:
+    argv = ("journalctl", "--no-pager", "-o", "cat", "-u", "idle-proof-backup.service")
+    return host.run(*argv, check=False).stdout
+
+
 def backup_metrics(host: NspawnHost) -> dict[str, float]:
     text = host.run("cat", BACKUP_METRIC, check=False).stdout
     return {
@@ -307,9 +312,7 @@ def test_a_backup_restores_every_note_acknowledged_before_it(
     started = time.time()
     run = converged.run("systemctl", "start", "idle-proof-backup.service", check=False)
     took = time.time() - started
-    journal = converged.run(
-        "journalctl", "--no-pager", "-o", "cat", "-u", "idle-proof-backup.service", check=False
-    ).stdout
+    journal = backup_journal(converged)
     assert run.returncode == 0, journal[-3000:]
     # The default directory shares the data's disk, and the script says so at every run.
     assert "a lost disk loses both" in journal
@@ -352,9 +355,7 @@ def test_a_failed_backup_fails_its_unit_and_leaves_the_last_good_one(
         converged.run("systemctl", "start", "mariadb.service")
     assert run.returncode != 0
     assert state.stdout.strip() == "failed"
-    journal = converged.run(
-        "journalctl", "--no-pager", "-o", "cat", "-u", "idle-proof-backup.service", check=False
-    ).stdout
+    journal = backup_journal(converged)
     assert "nothing was written to" in journal, journal[-3000:]
     # No partial file, and the metric still tells when the last good backup finished.
     assert backup_files(converged) == before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -76,31 +75,24 @@ def warm_both_workers(url: str, db: LocalMariaDB) -> None:
             list(pool.map(lambda _: requests.get(f"{url}/", timeout=5), range(16)))
 
 
-@contextlib.contextmanager
-def long_idle_timeout(db: LocalMariaDB) -> Iterator[str]:
+@pytest.fixture
+def long_idle_timeout(mariadb: LocalMariaDB) -> Iterator[str]:
     """The server's wait_timeout raised for the connections made meanwhile: the value for
     DB_IDLE_TIMEOUT. With the session's 2 s (tests.helpers.WAIT_TIMEOUT), a loaded machine
     lets a pooled connection reach its age limit, and the pool recycles it by age, which is
     not a replacement, before the KILL can be seen."""
-    db.execute(f"SET GLOBAL wait_timeout = {LONG_IDLE_TIMEOUT}")
+    mariadb.execute(f"SET GLOBAL wait_timeout = {LONG_IDLE_TIMEOUT}")
     try:
         yield str(LONG_IDLE_TIMEOUT)
     finally:
-        db.execute(f"SET GLOBAL wait_timeout = {WAIT_TIMEOUT}")
+        mariadb.execute(f"SET GLOBAL wait_timeout = {WAIT_TIMEOUT}")
 
 
 def test_replaced_connections_are_summed_across_workers(
-    start_app: AppFactory, mariadb: LocalMariaDB, tmp_path: Path
-) -> None:
-    with long_idle_timeout(mariadb) as idle_timeout:
-        summed_across_workers(start_app, mariadb, tmp_path, idle_timeout)
-
-
-def summed_across_workers(
-    start_app: AppFactory, mariadb: LocalMariaDB, tmp_path: Path, idle_timeout: str
+    start_app: AppFactory, mariadb: LocalMariaDB, tmp_path: Path, long_idle_timeout: str
 ) -> None:
     metrics_dir = tmp_path / "metrics"
-    server = start_app(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), DB_IDLE_TIMEOUT=idle_timeout)
+    server = start_app(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), DB_IDLE_TIMEOUT=long_idle_timeout)
     before = scrape(server.url)
     warm_both_workers(server.url, mariadb)
 
