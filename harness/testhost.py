@@ -117,20 +117,28 @@ class NspawnHost:
         return json.dumps(values)
 
     def playbook(self, timeout: float = 600, **overrides: object) -> PlaybookRun:
+        return self.play("site.yml", timeout, **overrides)
+
+    def play(self, file: str, timeout: float = 600, **overrides: object) -> PlaybookRun:
+        """A playbook of ansible/ (site.yml, restore.yml) on this host."""
         inventory = ["-i", str(LOCAL_INVENTORY), "-e", self.extra_vars(**overrides)]
-        return run_playbook(str(VENV_BIN / "ansible-playbook"), *inventory, timeout=timeout)
+        return run_playbook(
+            str(VENV_BIN / "ansible-playbook"), *inventory, timeout=timeout, file=file
+        )
 
 
-def run_playbook(ansible_playbook: str, *args: str, timeout: float) -> PlaybookRun:
-    """site.yml from ansible/ with these arguments, uncoloured: its exit status, its output
-    and the seconds it took (a failed run is a result, not an exception)."""
+def run_playbook(
+    ansible_playbook: str, *args: str, timeout: float, file: str = "site.yml"
+) -> PlaybookRun:
+    """site.yml (or another ``file`` of ansible/) with these arguments, uncoloured: its exit
+    status, its output and the seconds it took (a failed run is a result, not an exception)."""
     env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
     # The tests' own clients trust the kit's CA (tests/helpers.trusting); the controller's
     # pip, which downloads the app's wheels from the package index, must keep the system's.
     env.pop("REQUESTS_CA_BUNDLE", None)
     started = time.monotonic()
     proc = subprocess.run(
-        [ansible_playbook, *args, "site.yml"],
+        [ansible_playbook, *args, file],
         cwd=ANSIBLE_DIR,
         env=env,
         capture_output=True,

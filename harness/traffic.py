@@ -20,6 +20,7 @@ class Answer:
     seconds: float
     status: int | str  # the HTTP status, or the exception's name
     error: str | None = None  # a non-2xx answer's JSON "error", None when not JSON
+    note: str | None = None  # the text a POST /notes sent
 
     @property
     def ok(self) -> bool:
@@ -122,7 +123,8 @@ class Load:
             if took < self.interval:
                 self._stop.wait(self.interval - took)
             with self._lock:
-                self.answers.append(Answer(started, took, status, error))
+                note = text if n % 2 else None
+                self.answers.append(Answer(started, took, status, error, note))
                 self.statuses[status] += 1
                 self.slowest = max(self.slowest, took)
                 if failure is None:

@@ -69,6 +69,15 @@ PREFLIGHT = {
     "nginx_tls_acme_server": "an https:// URL",
     "nginx_tls_acme_server_ca": "a file on the controller, when set",
 }
+# The restore playbook's variables (restore.yml -e ...), checked by its first plays.
+RESTORE_POINT = "exactly one restore point; checked by `idle-proof-restore --check`"
+RESTORE = {
+    "mysql_restore_backup": "a backup whose `.sha256` matches",
+    "mysql_restore_before_gtid": f"in the binary logs; {RESTORE_POINT}",
+    "mysql_restore_until": f"a time after the backup; {RESTORE_POINT}",
+    "mysql_restore_latest": RESTORE_POINT,
+    "mysql_restore_backup_only": RESTORE_POINT,
+}
 
 
 def load(role: str, path: str) -> dict[str, Any]:
@@ -97,6 +106,8 @@ def checks(name: str, spec: dict[str, Any], role: str) -> str:
         found.append("same on every host")
     if name in PREFLIGHT:
         found.append(PREFLIGHT[name])
+    if name in RESTORE:
+        found.append(RESTORE[name])
     if any(name == list_name for _, list_name, _ in wiring.ADDRESS_LISTS):
         found.append("addresses only")
     if any(name in (server, app) for server, app, _ in agreement.FOLLOW):
@@ -125,6 +136,8 @@ def table() -> str:
         ]
         for name, spec in specs.items():
             place = "`host_vars`" if name == "private_address" else where
+            if name in RESTORE:
+                place = "`-e` of `restore.yml`"
             default = default_text(defaults[name]) if name in defaults else "(required)"
             lines.append(f"| `{name}` | {default} | {place} | {checks(name, spec, role)} |")
         lines.append("")

@@ -119,6 +119,7 @@ def test_the_collection_carries_the_roles_plugins_and_wheel_not_the_checkouts_fi
         "plugins/plugin_utils/wiring.py",
         "plugins/filter/host_address.py",
         "playbooks/site.yml",
+        "playbooks/restore.yml",
         "meta/runtime.yml",
     ):
         assert needed in names, needed

@@ -392,6 +392,108 @@ def test_a_backup_time_systemd_cannot_read_is_refused_in_one_line(converged: Nsp
     assert "03:15:00" in timer.stdout, timer.stdout
 
 
+RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
+
+
+def runbook_restore_blocks() -> dict[str, str]:
+    """Section 11 of deploy/RUNBOOK.md (restore to a point in time): the body of each
+    ```sh on=HOST block, by host."""
+    section = RUNBOOK.read_text().split("\n## 11. ", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^```sh on=(\S+)\n(.*?)^```", section, re.S | re.M))
+
+
+@pytest.mark.parametrize(
+    ("point", "message"),
+    [
+        (
+            {"mysql_restore_before_gtid": "0-1-999999999"},
+            "transaction 0-1-999999999 is in none of the binary logs in /var/lib/mysql: find "
+            "the one to stop before with idle-proof-restore --find 'DROP TABLE'",
+        ),
+        (
+            {"mysql_restore_until": "2000-01-01 00:00:00"},
+            "was taken after 2000-01-01 00:00:00: pass an older one with --backup",
+        ),
+        ({}, "No restore point given: set exactly one of"),
+    ],
+    ids=["gtid-not-in-the-logs", "until-before-the-backup", "no-point"],
+)
+def test_a_restore_that_cannot_be_done_is_refused_in_one_line(
+    converged: NspawnHost, point: dict[str, str], message: str
+) -> None:
+    run = converged.play("restore.yml", timeout=120, **point)
+    assert run.returncode != 0, run.output[-3000:]
+    failures = [line for line in run.output.splitlines() if line.startswith("fatal:")]
+    assert len(failures) == 1, failures
+    assert message in failures[0], failures
+    # Refused before the app was stopped.
+    assert requests.get(f"{converged.url}/", timeout=10).status_code == 200
+
+
+def test_a_restore_to_just_before_a_dropped_table_keeps_every_earlier_note(
+    converged: NspawnHost, request: pytest.FixtureRequest
+) -> None:
+    """Notes are written the whole time: a backup, more notes, then the notes table is
+    dropped by mistake (and made again, empty, so that the app writes on). The restore
+    playbook goes back to just before the DROP: every note acknowledged before it is there
+    once, and none of those acknowledged after the table was made again."""
+    with Load(converged.url, threads=4, rate=40) as load:
+        time.sleep(2)
+        backup = converged.run("systemctl", "start", "idle-proof-backup.service", check=False)
+        time.sleep(2)
+        dropped_at = time.monotonic()
+        converged.run(
+            "mariadb",
+            "-e",
+            "CREATE TABLE app.notes_again LIKE app.notes; DROP TABLE app.notes; "
+            "RENAME TABLE app.notes_again TO app.notes",
+        )
+        made_again_at = time.monotonic()
+        time.sleep(2)
+    assert backup.returncode == 0, backup_journal(converged)[-3000:]
+    posted = [a for a in load.answers if a.note is not None and a.status == 201]
+    before = [a.note for a in posted if a.started + a.seconds < dropped_at]
+    after = [a.note for a in posted if a.started > made_again_at]
+    assert before and after, load.statuses
+
+    # The runbook's commands: the one on the db host as it is, the controller's with this
+    # host's inventory and the GTID found.
+    blocks = runbook_restore_blocks()
+    assert list(blocks) == ["db1", "controller"], blocks
+    found = converged.run("bash", "-c", "set -eu\n" + blocks["db1"]).stdout.splitlines()
+    drops = [line for line in found if "DROP TABLE" in line and "`notes`" in line]
+    assert len(drops) == 1, found
+    gtid = drops[0].split()[0]
+    assert re.fullmatch(r"\d+-\d+-\d+", gtid), drops
+    command = re.fullmatch(
+        r"ansible-playbook -i \S+ (restore\.yml) -e mysql_restore_before_gtid=0-1-4711\n",
+        blocks["controller"],
+    )
+    assert command, blocks["controller"]
+    run = converged.play(command.group(1), mysql_restore_before_gtid=gtid)
+    assert run.returncode == 0, run.output[-4000:]
+
+    rows = converged.run("mariadb", "-N", "-e", "SELECT text FROM app.notes").stdout.split("\n")
+    missing = [text for text in before if text not in rows]
+    written_after = [text for text in after if text in rows]
+    duplicated = sorted({text for text in rows if text and rows.count(text) > 1})
+    replaced = converged.run("sh", "-c", "ls -d /var/lib/mysql.replaced-*").stdout.split()
+    report(
+        request,
+        "deploy",
+        f"restore to before {gtid} (a DROP TABLE) under load: playbook {run.seconds:.0f} s; "
+        f"{len(before)} notes acknowledged before the drop, {len(missing)} missing, "
+        f"{len(duplicated)} duplicated; {len(written_after)} of {len(after)} written after "
+        f"it present; {len(rows)} rows",
+    )
+    assert missing == [] and duplicated == [] and written_after == []
+    # The data of before the restore is kept, and the app writes again.
+    assert len(replaced) == 1, replaced
+    made = requests.post(f"{converged.url}/notes", json={"text": "after restore"}, timeout=10)
+    assert made.status_code == 201, made.text
+    converged.run("mariadb", "-e", "DROP TABLE app.notes_again")
+
+
 def test_restart_and_redeploy_lose_no_requests(
     converged: NspawnHost, request: pytest.FixtureRequest
 ) -> None:
