@@ -8,6 +8,7 @@ an ACME CA through certbot.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -402,6 +403,10 @@ def runbook_restore_blocks() -> dict[str, str]:
     return dict(re.findall(r"^```sh on=(\S+)\n(.*?)^```", section, re.S | re.M))
 
 
+def note_rows(host: NspawnHost) -> list[str]:
+    return host.run("mariadb", "-N", "-e", "SELECT text FROM app.notes").stdout.split("\n")
+
+
 @pytest.mark.parametrize(
     ("point", "message"),
     [
@@ -475,7 +480,7 @@ def test_a_restore_to_just_before_a_dropped_table_keeps_every_earlier_note(
     run = converged.play(command.group(1), mysql_restore_before_gtid=gtid)
     assert run.returncode == 0, run.output[-4000:]
 
-    rows = converged.run("mariadb", "-N", "-e", "SELECT text FROM app.notes").stdout.split("\n")
+    rows = note_rows(converged)
     missing = [text for text in before if text not in rows]
     written_after = [text for text in after if text in rows]
     duplicated = sorted({text for text in rows if text and rows.count(text) > 1})
@@ -494,6 +499,49 @@ def test_a_restore_to_just_before_a_dropped_table_keeps_every_earlier_note(
     made = requests.post(f"{converged.url}/notes", json={"text": "after restore"}, timeout=10)
     assert made.status_code == 201, made.text
     converged.run("mariadb", "-e", "DROP TABLE app.notes_again")
+
+
+def test_a_restore_until_a_time_then_to_the_latest_keeps_what_committed(
+    converged: NspawnHost, request: pytest.FixtureRequest
+) -> None:
+    """Until a second, under load: every note acknowledged before it is there and none
+    sent after it. Then, from a backup of the restored server, to the latest: every note
+    acknowledged since is there too."""
+    converged.run("systemctl", "start", "idle-proof-backup.service")
+    wall = time.time() - time.monotonic()  # Answer.started to the clock the host shares
+    with Load(converged.url, threads=4, rate=40) as load:
+        time.sleep(1.5)
+        until = math.ceil(time.time())
+        time.sleep(until + 1.5 - time.time())
+    posted = [a for a in load.answers if a.note is not None and a.status == 201]
+    before = [a.note for a in posted if wall + a.started + a.seconds < until]
+    after = [a.note for a in posted if wall + a.started >= until]
+    assert before and after, load.statuses
+    point = converged.run("date", "-d", f"@{until}", "+%F %T").stdout.strip()
+    run = converged.play("restore.yml", mysql_restore_until=point)
+    assert run.returncode == 0, run.output[-4000:]
+    rows = note_rows(converged)
+    missing = [text for text in before if text not in rows]
+    written_after = [text for text in after if text in rows]
+
+    converged.run("systemctl", "start", "idle-proof-backup.service")
+    with Load(converged.url, threads=4, rate=40) as since:
+        time.sleep(2)
+    latest = converged.play("restore.yml", mysql_restore_latest=True)
+    assert latest.returncode == 0, latest.output[-4000:]
+    rows_latest = note_rows(converged)
+    missing_latest = [text for text in before + since.created if text not in rows_latest]
+    report(
+        request,
+        "deploy",
+        f"restore until {point} under load: playbook {run.seconds:.0f} s; {len(missing)} of "
+        f"{len(before)} notes acknowledged before it missing, {len(written_after)} of "
+        f"{len(after)} sent after it present; then to the latest: playbook "
+        f"{latest.seconds:.0f} s, {len(missing_latest)} of "
+        f"{len(before) + len(since.created)} acknowledged notes missing",
+    )
+    assert missing == [] and written_after == [] and missing_latest == []
+    assert not [text for text in after if text in rows_latest]
 
 
 def test_restart_and_redeploy_lose_no_requests(
