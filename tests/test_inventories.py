@@ -530,6 +530,25 @@ def test_a_second_database_host_is_refused_as_such(tmp_path: Path) -> None:
     ]
 
 
+def test_a_restore_without_a_db_host_is_refused_on_the_controller(tmp_path: Path) -> None:
+    """restore.yml with a managed database (no db group) would only stop the app: refused
+    in one line before any host is contacted (this one's port is closed anyway)."""
+    inventory = tmp_path / "hosts.yml"
+    app1 = {"ansible_host": "127.0.0.1", "ansible_port": 1}
+    write_vars(inventory, {"all": {"children": {"app": {"hosts": {"app1": app1}}}}})
+    proc = ansible(str(BIN / "ansible-playbook"), "restore.yml", inventory=inventory)
+    assert proc.returncode != 0
+    fatal = re.findall(r"^fatal: \[([^]]+)\]: FAILED! => (\{.*\})$", proc.stdout, re.M)
+    assert [(host, json.loads(result)["msg"]) for host, result in fatal] == [
+        (
+            "localhost",
+            "restore.yml restores the server of the db group, and this inventory has none: a "
+            "managed database is restored with its provider's tools",
+        )
+    ], proc.stdout[-3000:]
+    assert "app1" not in proc.stdout
+
+
 def by_name(tmp_path: Path) -> Path:
     """The example with every host reached by a name."""
     inventory = copy_example(tmp_path)
