@@ -1,10 +1,12 @@
 """What the test modules share besides fixtures (those are in conftest.py): the test
 server's idle limit, the type of the ``start_app`` fixture, the protected engine as the
-engine tests see it, measured numbers on the terminal, and a test fleet of a module's own."""
+engine tests see it, measured numbers on the terminal, a test fleet of a module's own, and
+the runbook's procedures for a host."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,6 +29,8 @@ from idleproof.settings import Settings
 
 # Short enough that "a quiet night" fits in a test, long enough to warm a pool.
 WAIT_TIMEOUT = 2
+
+RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
 
 # What the start_app fixture gives: start a Gunicorn app with this environment.
 AppFactory = Callable[..., GunicornServer]
@@ -120,3 +124,10 @@ def forgetting_fleet(
         conntrack.install_tools(fleet, "db1")
         conntrack.install(fleet, "db1", limit)
         yield fleet
+
+
+def runbook_blocks(section: int) -> list[tuple[str, str]]:
+    """Section ``section`` of deploy/RUNBOOK.md: (host, script) for each of its ```sh on=HOST
+    blocks, in order; the test that runs the section runs each script on that host."""
+    text = RUNBOOK.read_text().split(f"\n## {section}. ", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```sh on=(\S+)\n(.*?)^```", text, re.S | re.M)

@@ -27,7 +27,7 @@ from harness import ROOT
 from harness.acme import Pebble
 from harness.testhost import NspawnHost, snapshot_release
 from harness.traffic import Load
-from tests.helpers import report, trusting
+from tests.helpers import report, runbook_blocks, trusting
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible]
 
@@ -283,6 +283,11 @@ def backup_files(host: NspawnHost) -> list[str]:
     return host.run("ls", "-1A", BACKUP_DIR).stdout.split()
 
 
+def full_backups(host: NspawnHost) -> list[str]:
+    """The backups themselves, without their .sha256."""
+    return [f for f in backup_files(host) if f.endswith(".xb.zst")]
+
+
 def backup_journal(host: NspawnHost) -> str:
     argv = ("journalctl", "--no-pager", "-o", "cat", "-u", "idle-proof-backup.service")
     return host.run(*argv, check=False).stdout
@@ -372,13 +377,13 @@ def test_old_backups_go_and_the_newest_stays(converged: NspawnHost) -> None:
     for _ in range(3):
         converged.run("sh", "-c", keep_two)
         time.sleep(1)  # names are to the second
-    backups = [f for f in backup_files(converged) if f.endswith(".xb.zst")]
+    backups = full_backups(converged)
     assert len(backups) == 2, backups
     assert backup_metrics(converged)["idleproof_backups_kept"] == 2
     # Past the age limit every backup but the newest goes, whatever the count.
     converged.run("sh", "-c", f"touch -d '30 days ago' {BACKUP_DIR}/full-*.xb.zst")
     converged.run("sh", "-c", keep_two.replace("BACKUP_KEEP=2", "BACKUP_MAX_AGE_DAYS=14"))
-    after = [f for f in backup_files(converged) if f.endswith(".xb.zst")]
+    after = full_backups(converged)
     assert len(after) == 1 and after[0] not in backups, after
 
 
@@ -391,16 +396,6 @@ def test_a_backup_time_systemd_cannot_read_is_refused_in_one_line(converged: Nsp
     assert "set it like" in failures[0]
     timer = converged.run("systemctl", "show", "-p", "TimersCalendar", "idle-proof-backup.timer")
     assert "03:15:00" in timer.stdout, timer.stdout
-
-
-RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
-
-
-def runbook_restore_blocks() -> dict[str, str]:
-    """Section 11 of deploy/RUNBOOK.md (restore to a point in time): the body of each
-    ```sh on=HOST block, by host."""
-    section = RUNBOOK.read_text().split("\n## 11. ", 1)[1].split("\n## ", 1)[0]
-    return dict(re.findall(r"^```sh on=(\S+)\n(.*?)^```", section, re.S | re.M))
 
 
 def note_rows(host: NspawnHost) -> list[str]:
@@ -426,7 +421,7 @@ def note_rows(host: NspawnHost) -> list[str]:
 def test_a_restore_that_cannot_be_done_is_refused_in_one_line(
     converged: NspawnHost, point: dict[str, str], message: str
 ) -> None:
-    if not [f for f in backup_files(converged) if f.endswith(".xb.zst")]:
+    if not full_backups(converged):
         converged.run("systemctl", "start", "idle-proof-backup.service")
     run = converged.play("restore.yml", timeout=120, **point)
     assert run.returncode != 0, run.output[-3000:]
@@ -465,7 +460,8 @@ def test_a_restore_to_just_before_a_dropped_table_keeps_every_earlier_note(
 
     # The runbook's commands: the one on the db host as it is, the controller's with this
     # host's inventory and the GTID found.
-    blocks = runbook_restore_blocks()
+    # Section 11 (restore to a point in time).
+    blocks = dict(runbook_blocks(11))
     assert list(blocks) == ["db1", "controller"], blocks
     found = converged.run("bash", "-c", "set -eu\n" + blocks["db1"]).stdout.splitlines()
     drops = [line for line in found if "DROP TABLE" in line and "`notes`" in line]

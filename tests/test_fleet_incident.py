@@ -54,14 +54,13 @@ from harness.incident import (
 )
 from harness.slowloris import Slowloris, late_clients, open_files
 from idleproof.settings import Settings
-from tests.helpers import forgetting_fleet, report
+from tests.helpers import forgetting_fleet, report, runbook_blocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
 # The network's idle limit, declared once in the inventory: short, so idling past it is fast.
 NETWORK_IDLE_TIMEOUT = 10
 KIT = f"{RELEASE}/venv/bin/idleproof"
-RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
 # Production durations in the runbook -> this test's (a limit of seconds, not minutes).
 RUNBOOK_SUBSTITUTIONS = {"--max-seconds 900": f"--max-seconds {NETWORK_IDLE_TIMEOUT + 6}"}
 
@@ -243,16 +242,14 @@ def test_doctor_on_app1_fails_a_recycle_above_the_limit(fleet: Fleet) -> None:
     assert fails and f"DB_POOL_RECYCLE={limit + 5}" in fails[0], found.stdout
 
 
-def runbook_blocks() -> list[tuple[str, str]]:
+def hop_blocks() -> list[tuple[str, str]]:
     """Section 8 of deploy/RUNBOOK.md (find which hop): its ```sh on=HOST blocks as (host,
     script), continuation lines joined."""
-    section = RUNBOOK.read_text().split("\n## 8. ", 1)[1].split("\n## ", 1)[0]
-    found = re.findall(r"^```sh on=(\w+)\n(.*?)^```", section, re.S | re.M)
-    return [(host, re.sub(r"\\\n\s*", "", block)) for host, block in found]
+    return [(host, re.sub(r"\\\n\s*", "", block)) for host, block in runbook_blocks(8)]
 
 
 def test_runbook_finds_the_hop(fleet: Fleet, request: pytest.FixtureRequest) -> None:
-    blocks = runbook_blocks()
+    blocks = hop_blocks()
     assert {host for host, _ in blocks} == {"app1", "db1"}, blocks
     for old in RUNBOOK_SUBSTITUTIONS:
         assert any(old in script for _, script in blocks), f"the runbook no longer says {old!r}"

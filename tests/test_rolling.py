@@ -12,7 +12,6 @@ whatever order the tests run.
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import ROOT
 from harness.fleet import Fleet
 from harness.rolling import (
     APP_HOSTS,
@@ -37,7 +35,7 @@ from harness.rolling import (
     upstream,
 )
 from harness.traffic import Load
-from tests.helpers import own_fleet, report
+from tests.helpers import own_fleet, report, runbook_blocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
@@ -296,23 +294,12 @@ def test_the_same_broken_release_on_every_host_at_once_fails_requests(
     serving(fleet)
 
 
-RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
-
-
-def runbook_fleet_blocks() -> list[tuple[str, str]]:
-    """Section 9 of the runbook (drain, roll back): (host, commands) for each of its
-    ```sh on=HOST blocks."""
-    section = RUNBOOK.read_text().split("\n## 9. ", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"^```sh on=(\S+)\n(.*?)^```", section, re.S | re.M)
-    return [(host, str(body)) for host, body in blocks]
-
-
 def test_the_runbook_drains_app1_and_rolls_it_back_under_load(
     fleet: Fleet, request: pytest.FixtureRequest
 ) -> None:
     """Section 9 of deploy/RUNBOOK.md, every command, on this fleet: app1 drained from
     web1, rolled back to its previous release, checked and put back, under load."""
-    blocks = runbook_fleet_blocks()
+    blocks = runbook_blocks(9)
     assert [host for host, _ in blocks] == ["web1", "web1", "app1"], blocks
     drain, put_back, roll_back = (body for _, body in blocks)
     example = "10.0.0.21:8000"  # app1 in ansible/inventories/example
