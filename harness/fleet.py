@@ -93,6 +93,8 @@ class Fleet:
             hosts["all"]["children"]["monitoring"] = {"hosts": monitoring}
         for group in hosts["all"]["children"].values():
             for name, host in group["hosts"].items():
+                if host is None:  # a host of another group, listed again (backup: web1)
+                    continue
                 host["ansible_host"] = re.sub(r"^\d+\.\d+\.\d+", self.network, host["ansible_host"])
                 host["ansible_ssh_private_key_file"] = f"{STATE}/{self.prefix}-{name}/id_ed25519"
         self.inventory.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,7 @@ class Fleet:
     def address(self, host: str) -> str:
         hosts = yaml.safe_load((self.inventory / "hosts.yml").read_text())
         for group in hosts["all"]["children"].values():
-            if host in group["hosts"]:
+            if group["hosts"].get(host):  # not a listing in a second group (backup: web1)
                 return str(group["hosts"][host]["ansible_host"])
         raise KeyError(f"{host} is not in {self.inventory}")
 

@@ -35,6 +35,7 @@ ROLE_ORDER = [
     ("mysql", "db hosts", "`group_vars/db` (or `all`)"),
     ("app", "app hosts", "`group_vars/app` (or `all`), `host_vars`"),
     ("nginx", "web hosts", "`group_vars/web` (or `all`)"),
+    ("backup_store", "the backup host", "`group_vars/backup` (or `all`)"),
 ]
 # Checks of the preflight that concern one variable or a few, beyond its type.
 PREFLIGHT = {
@@ -68,6 +69,8 @@ PREFLIGHT = {
     "nginx_tls_names": "DNS names only (`nginx_tls_acme`)",
     "nginx_tls_acme_server": "an https:// URL",
     "nginx_tls_acme_server_ca": "a file on the controller, when set",
+    "mysql_backup": "true while there is a backup host",
+    "mysql_backup_copy_address": "an address for `IPAddressAllow=`",
 }
 # The restore playbook's variables (restore.yml -e ...), checked by its first plays.
 RESTORE_POINT = "exactly one restore point; checked by `idle-proof-restore --check`"

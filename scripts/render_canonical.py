@@ -58,6 +58,8 @@ VALUES: dict[str, Any] = {
     "mysql_backup_dir": "/var/backups/mariadb",
     "mysql_backup_textfile_dir": "/var/lib/prometheus/node-exporter",
     "mysql_backup_on_calendar": "*-*-* 03:15:00",
+    # One host: no backup host to copy to.
+    "groups": {},
 }
 # Each file: its template, and where it goes.
 FILES = {

@@ -33,11 +33,12 @@ from tests.helpers import report
 RULES = ROOT / "deploy" / "prometheus" / "idleproof.rules.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "idleproof.rules.test.yml"
 RUNBOOK = ROOT / "deploy" / "RUNBOOK.md"
-# Series that other exporters write: the replica's lag (mysqld_exporter) and the backup
-# unit's textfile metric (node_exporter).
+# Series that other exporters write: the replica's lag (mysqld_exporter) and the backup and
+# copy units' textfile metrics (node_exporter).
 EXTERNAL = {
     "mysql_slave_status_seconds_behind_master",
     "idleproof_backup_last_success_timestamp_seconds",
+    "idleproof_backup_copy_last_success_timestamp_seconds",
 }
 # The values each label the rules match on can take in the kit.
 LABEL_VALUES = {

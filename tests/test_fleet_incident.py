@@ -14,6 +14,8 @@ and the app's (the app role's idle limit, so its pool recycles below it).
 * a slowloris from 8 addresses against web1, with half as many sockets again as nginx
   has slots: with the firewall's per-address bound every real client is answered; without
   it (the same fleet, the bound set to 0) nginx fills and most are not;
+* db1's backups and binary logs copied to web1 (the fleet's backup host), byte for byte,
+  where db1's key can add files but not delete them; web1 prunes old copies itself;
 * db1 powered off hard under load (no FIN/RST, no shutdown): 503 JSON within the bound the
   core promises, /healthz answers throughout, every request 2xx once db1 is back from its
   own disk, nothing restarted; the naive app hangs meanwhile.
@@ -403,6 +405,109 @@ def test_a_slowloris_from_many_addresses_leaves_real_clients_answered(
     assert kit.answered == LATE_CLIENTS, kit.summary()
     assert kit.held <= ATTACKERS * per_address + LATE_CLIENTS, kit.summary()
     assert kit.not_enough == 0 and kit.refused > 0, kit.summary()
+
+
+# db1's copy of its backups and binary logs on web1 (the fleet's backup host), and what
+# db1's key may do there.
+STORE = "/var/backups/idle-proof/db1"
+TEXTFILES = "/var/lib/prometheus/node-exporter"
+COPY_SSH = (
+    "ssh -i /etc/idle-proof-backup/copy_ed25519 -o BatchMode=yes -o HostKeyAlias="
+    "idle-proof-backup-host -o UserKnownHostsFile=/etc/idle-proof-backup/known_hosts"
+)
+
+
+def sha256s(fleet: Fleet, host: str, directory: str, pattern: str) -> dict[str, str]:
+    """{name: sha256} of the files in directory that match a shell pattern."""
+    script = f'cd {directory} && for f in {pattern}; do [ -f "$f" ] && sha256sum "$f"; done'
+    out = fleet.run(host, "bash", "-c", f"{script}; true").stdout
+    return {name: digest for digest, name in (line.split() for line in out.splitlines())}
+
+
+def test_db1s_backups_and_binary_logs_reach_web1_which_db1_cannot_delete(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    started = time.monotonic()
+    post = f"{fleet.url}/notes"
+    for i in range(5):
+        assert requests.post(post, json={"text": f"before {i}"}, timeout=10).status_code == 201
+    fleet.run("db1", "systemctl", "start", "idle-proof-backup.service")
+    # Written after the backup: only the binary logs hold them.
+    for i in range(5):
+        assert requests.post(post, json={"text": f"after {i}"}, timeout=10).status_code == 201
+    fleet.run("db1", "mariadb", "-e", "FLUSH BINARY LOGS")
+    fleet.run("db1", "systemctl", "start", "idle-proof-backup-copy.service")
+    seconds = time.monotonic() - started
+
+    backups = sha256s(fleet, "db1", "/var/backups/mariadb", "full-*")
+    taken = [name for name in backups if name.endswith(".xb.zst")]
+    copied = sha256s(fleet, "web1", f"{STORE}/full", "full-*")
+    assert backups and backups.items() <= copied.items(), (backups, copied)
+    fleet.run("web1", "bash", "-c", f"cd {STORE}/full && sha256sum --quiet -c *.sha256")
+    # Every binary log the server has closed is on web1, the same bytes.
+    index = fleet.run("db1", "cat", "/var/lib/mysql/mariadb-bin.index").stdout.split()
+    closed = " ".join(Path(name).name for name in index[:-1])
+    timeline = fleet.run("db1", "cat", "/var/lib/idle-proof-backup-copy/timeline").stdout.strip()
+    logs = sha256s(fleet, "db1", "/var/lib/mysql", closed)
+    copied_logs = sha256s(fleet, "web1", f"{STORE}/binlog/{timeline}", closed)
+    assert logs and copied_logs == logs, (logs, copied_logs)
+    metric = fleet.run("db1", "cat", f"{TEXTFILES}/idle_proof_backup_copy.prom").stdout
+    last = re.search(r"^idleproof_backup_copy_last_success_timestamp_seconds (\S+)$", metric, re.M)
+    assert last and time.time() - float(last.group(1)) < 120, metric
+
+    # db1's key runs rrsync -no-del in db1's directory: a broken or stolen db1 can neither
+    # delete its copies nor reach beyond them.
+    target = f"idle-proof-backup@{fleet.address('web1')}"
+    attempts = {
+        "a shell": f"{COPY_SSH} {target} rm -rf full binlog",
+        "rsync --delete": (
+            f"mkdir -p /tmp/empty && rsync -r --delete -e '{COPY_SSH}' /tmp/empty/ {target}:full/"
+        ),
+        "a path outside": f"rsync -e '{COPY_SSH}' /etc/hostname {target}:../",
+    }
+    refused = {}
+    for what, command in attempts.items():
+        run = fleet.run("db1", "bash", "-c", command, check=False)
+        refused[what] = (run.returncode, (run.stderr.strip().splitlines() or [""])[0])
+    report(
+        request,
+        "incident",
+        f"backup copied to web1: {len(taken)} backup(s), {len(logs)} closed binary log(s) "
+        f"of timeline {timeline}, in {seconds:.1f} s with the backup; db1's key refused: "
+        + "; ".join(f"{what}: {line}" for what, (_, line) in refused.items()),
+    )
+    assert all(code != 0 for code, _ in refused.values()), refused
+    assert sha256s(fleet, "web1", f"{STORE}/full", "full-*") == copied
+    assert sha256s(fleet, "web1", f"{STORE}/binlog/{timeline}", closed) == logs
+
+
+def test_web1_prunes_old_copies_and_never_the_newest(fleet: Fleet) -> None:
+    """Retention runs on the backup host, as its own account: backups beyond the newest
+    backup_store_keep go, and binary logs no kept backup starts from (here aged by hand)."""
+    fleet.run("db1", "systemctl", "start", "idle-proof-backup.service")
+    fleet.run("db1", "systemctl", "start", "idle-proof-backup-copy.service")
+    backups = sorted(sha256s(fleet, "web1", f"{STORE}/full", "full-*.xb.zst"))
+    assert len(backups) >= 2, backups
+    old = f"{STORE}/binlog/19990101T000000Z"
+    fleet.run("web1", "mkdir", "-p", old)
+    fleet.run("web1", "touch", "-d", "3 days ago", f"{old}/mariadb-bin.000001")
+    fleet.run("web1", "chown", "-R", "idle-proof-backup:", old)
+    # The unit, as scheduled, removes nothing young; then with a retention of one.
+    fleet.run("web1", "systemctl", "start", "idle-proof-backup-prune.service")
+    assert sorted(sha256s(fleet, "web1", f"{STORE}/full", "full-*.xb.zst")) == backups
+    keep_one = (
+        "set -a && . /etc/default/idle-proof-backup-prune && STORE_KEEP=1 && "
+        "runuser -u idle-proof-backup -- /usr/local/sbin/idle-proof-backup-prune"
+    )
+    print(fleet.run("web1", "bash", "-c", keep_one).stdout)
+    assert sorted(sha256s(fleet, "web1", f"{STORE}/full", "full-*")) == [
+        backups[-1],
+        f"{backups[-1]}.sha256",
+    ]
+    assert fleet.run("web1", "test", "-e", old, check=False).returncode != 0
+    # The young binary logs stay: the kept backup starts from them.
+    timeline = fleet.run("db1", "cat", "/var/lib/idle-proof-backup-copy/timeline").stdout.strip()
+    assert sha256s(fleet, "web1", f"{STORE}/binlog/{timeline}", "mariadb-bin.*")
 
 
 def test_db1_powered_off_under_load(

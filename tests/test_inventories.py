@@ -35,7 +35,13 @@ PASSWORDS = {
     "vault_db_migrate_password": "another-long-password",
 }
 # The roles site.yml runs on each group (the firewall on every host of the kit's groups).
-PLAYS = {"db:app:web": "firewall", "db": "mysql", "app": "app", "web": "nginx"}
+PLAYS = {
+    "db:app:web:backup": "firewall",
+    "db": "mysql",
+    "app": "app",
+    "web": "nginx",
+    "backup": "backup_store",
+}
 
 
 def options(role: str) -> dict[str, Any]:
@@ -213,7 +219,7 @@ def test_the_preflight_sees_what_the_roles_see_even_under_limit(show_playbook: P
     sees them (passwords as stars), also for hosts outside --limit."""
     seen = shown(show_playbook)
     checked = shown(show_playbook, EXAMPLE, "--limit", "web1")["preflight"]["web1"]
-    assert set(checked["groups"]) == {"db1", "app1", "app2", "web1"}
+    assert set(checked["groups"]) == {"db1", "app1", "app2", "web1", "backup1"}
     for role in PLAYS.values():
         secret = {n for n, spec in options(role).items() if spec.get("no_log")}
         for host, values in seen[role].items():
@@ -266,7 +272,7 @@ def test_every_documented_variable_wins_where_a_user_sets_it(
                     inventory / "group_vars" / f"{group}.yml", values[role] | values["firewall"]
                 )
     elif place == "host_vars":
-        for host in ("db1", "app1", "app2", "web1"):
+        for host in ("db1", "app1", "app2", "web1", "backup1"):
             write_vars(inventory / "host_vars" / f"{host}.yml", everything)
     else:
         extra = everything
@@ -474,8 +480,8 @@ def test_hosts_must_agree_on_the_shared_values(tmp_path: Path) -> None:
     returncode, messages = preflight(inventory)
     assert returncode != 0
     assert messages == [
-        "db1, app1, app2, web1: db_idle_timeout differs between hosts (db1: 60; app1, app2, "
-        "web1: 3600): set it once for all of them (your inventory's group_vars/all)"
+        "db1, app1, app2, web1, backup1: db_idle_timeout differs between hosts (db1: 60; app1, "
+        "app2, web1, backup1: 3600): set it once for all of them (your inventory's group_vars/all)"
     ]
 
 
@@ -530,6 +536,73 @@ def test_a_second_database_host_is_refused_as_such(tmp_path: Path) -> None:
     ]
 
 
+def two_backup_hosts(groups: dict[str, Any]) -> None:
+    groups["backup"]["hosts"]["backup2"] = {"ansible_host": "10.0.0.41"}
+
+
+def db1_as_backup_host(groups: dict[str, Any]) -> None:
+    groups["backup"]["hosts"] = {"db1": None}
+
+
+@pytest.mark.parametrize(
+    ("change", "extra", "message"),
+    [
+        (
+            two_backup_hosts,
+            {},
+            "backup1, backup2: the backup group has 2 hosts, and the db hosts copy to one: "
+            "keep one host in the backup group",
+        ),
+        (
+            db1_as_backup_host,
+            {},
+            "db1: db1 is in both the db and the backup group, and a copy on the db host is lost "
+            "with it: put another host in the backup group",
+        ),
+        (
+            None,
+            {"mysql_backup": False},
+            "db1: mysql_backup is false on db1, so there is nothing to copy to the backup host: "
+            "set mysql_backup to true, or remove the backup group",
+        ),
+    ],
+)
+def test_a_backup_group_that_cannot_keep_a_copy_is_refused(
+    tmp_path: Path, change: Any, extra: dict[str, Any], message: str
+) -> None:
+    """A copy on one backup host apart from the db host, of backups that are taken."""
+    inventory = copy_example(tmp_path)
+    if change:
+        edit_hosts(inventory, change)
+    returncode, messages = preflight(inventory, **extra)
+    assert returncode != 0
+    assert messages == [message], messages
+
+
+def test_a_backup_host_reached_by_name_needs_an_address(tmp_path: Path) -> None:
+    """The db host's copy may reach the backup host only (IPAddressAllow=): an address."""
+    inventory = copy_example(tmp_path)
+    returncode, messages = preflight(inventory, mysql_backup_copy_address="backup1.example.com")
+    assert returncode != 0
+    assert messages == [
+        "db1: mysql_backup_copy_address=backup1.example.com is not an address (systemd's "
+        "IPAddressAllow= takes no names): give the backup host a private_address"
+    ], messages
+
+
+def test_a_backup_group_without_a_db_group_is_refused(tmp_path: Path) -> None:
+    inventory = managed(tmp_path)
+    backup1 = {"ansible_host": "10.0.0.40"}
+    edit_hosts(inventory, lambda groups: groups.update(backup={"hosts": {"backup1": backup1}}))
+    allow = {"app_ip_address_allow": ["localhost", "10.0.5.0/24", "10.0.0.30"]}
+    returncode, messages = preflight(inventory, **allow)
+    assert returncode != 0
+    assert messages[0].startswith(
+        "backup1: the backup group keeps the db hosts' backups, and there is no db group: "
+        "remove the backup group (a managed database is backed up by its provider)"
+    ), messages
+
+
 def test_a_restore_without_a_db_host_is_refused_on_the_controller(tmp_path: Path) -> None:
     """restore.yml with a managed database (no db group) would only stop the app: refused
     in one line before any host is contacted (this one's port is closed anyway)."""
@@ -566,8 +639,9 @@ def test_hosts_given_by_name_need_a_private_address(tmp_path: Path) -> None:
     returncode, messages = preflight(by_name(tmp_path))
     assert returncode != 0
     assert len(messages) == 1 and messages[0].startswith(
-        "db1, app1, app2, web1: private_address is a name, not an address (db1: "
-        "db1.example.com, app1: app1.example.com, app2: app2.example.com, web1: web1.example.com)"
+        "db1, app1, app2, web1, backup1: private_address is a name, not an address (db1: "
+        "db1.example.com, app1: app1.example.com, app2: app2.example.com, web1: "
+        "web1.example.com, backup1: backup1.example.com)"
     ), messages
     assert "set private_address for each (host_vars)" in messages[0]
 
@@ -579,7 +653,7 @@ def test_hosts_given_by_name_with_addresses_get_addresses_everywhere(
     """Names where names work (ssh, the database's name on its certificate), addresses
     where only an address does."""
     inventory = by_name(tmp_path)
-    for host, address in {"db1": 10, "app1": 21, "app2": 22, "web1": 30}.items():
+    for host, address in {"db1": 10, "app1": 21, "app2": 22, "web1": 30, "backup1": 40}.items():
         write_vars(
             inventory / "host_vars" / f"{host}.yml", {"private_address": f"10.0.0.{address}"}
         )
@@ -589,6 +663,7 @@ def test_hosts_given_by_name_with_addresses_get_addresses_everywhere(
     assert seen["mysql"]["db1"]["mysql_app_client_hosts"] == ["10.0.0.21", "10.0.0.22"]
     assert seen["mysql"]["db1"]["mysql_bind_address"] == "10.0.0.10"
     assert seen["mysql"]["db1"]["mysql_tls_names"] == ["db1.example.com", "10.0.0.10"]
+    assert seen["mysql"]["db1"]["mysql_backup_copy_address"] == "10.0.0.40"
     assert seen["app"]["app1"]["app_db_host"] == "db1.example.com"
     assert seen["app"]["app1"]["app_ip_address_allow"] == ["localhost", "10.0.0.10", "10.0.0.30"]
     assert seen["app"]["app2"]["app_listen"] == "10.0.0.22:8000"
@@ -599,7 +674,8 @@ def test_hosts_given_by_name_with_addresses_get_addresses_everywhere(
 def managed(tmp_path: Path) -> Path:
     """The example without a db group: the app hosts use a database the kit does not run."""
     inventory = copy_example(tmp_path)
-    edit_hosts(inventory, lambda groups: groups.pop("db"))
+    # A managed database's backups are its provider's.
+    edit_hosts(inventory, lambda groups: [groups.pop("db"), groups.pop("backup")])
     main = inventory / "group_vars" / "all" / "main.yml"
     main.write_text(main.read_text().replace("db_address: 10.0.0.10", "db_address: db.example.com"))
     return inventory

@@ -335,7 +335,48 @@ def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Finding]:
             )
 
 
+def backups(views: Views) -> Iterator[Finding]:
+    """The backup group: one host, apart from the db hosts, which back up to copy."""
+    stores, dbs = views.get("backup_store", {}), views["mysql"]
+    if not stores:
+        return
+    if len(stores) > 1:
+        yield (
+            tuple(stores),
+            (
+                f"the backup group has {len(stores)} hosts, and the db hosts copy to one: "
+                "keep one host in the backup group"
+            ),
+        )
+    if not dbs:
+        yield (
+            tuple(stores),
+            (
+                "the backup group keeps the db hosts' backups, and there is no db group: "
+                "remove the backup group (a managed database is backed up by its provider)"
+            ),
+        )
+    for store in sorted(set(stores) & set(dbs)):
+        yield (
+            (store,),
+            (
+                f"{store} is in both the db and the backup group, and a copy on the db host "
+                "is lost with it: put another host in the backup group"
+            ),
+        )
+    for db, d in dbs.items():
+        if not true(d["mysql_backup"]):
+            yield (
+                (db,),
+                (
+                    f"mysql_backup is false on {db}, so there is nothing to copy to the "
+                    "backup host: set mysql_backup to true, or remove the backup group"
+                ),
+            )
+
+
 def problems(views: Views) -> Iterator[Finding]:
+    yield from backups(views)
     apps, dbs, walls = views["app"], views["mysql"], views["firewall"]
     if apps and not dbs:
         yield from managed(apps)

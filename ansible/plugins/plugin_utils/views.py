@@ -28,7 +28,7 @@ from ansible.utils.vars import combine_vars
 ROLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "roles")
 
 # Variable name prefixes the kit owns: a name with one of these that no role declares is a typo.
-PREFIXES = ("app_", "db_", "firewall_", "mysql_", "network_", "nginx_", "private_")
+PREFIXES = ("app_", "backup_", "db_", "firewall_", "mysql_", "network_", "nginx_", "private_")
 
 
 def hidden(value: Any) -> Any:

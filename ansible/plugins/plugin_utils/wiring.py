@@ -134,6 +134,7 @@ ADDRESS_LISTS: list[tuple[str, str, Callable[[str], bool]]] = [
     ("firewall", "firewall_db_clients", lambda e: is_address(e, networks=True)),
     ("firewall", "firewall_app_clients", lambda e: is_address(e, networks=True)),
     ("firewall", "firewall_ssh_sources", lambda e: is_address(e, networks=True)),
+    ("firewall", "firewall_backup_clients", lambda e: is_address(e, networks=True)),
 ]
 
 
@@ -185,6 +186,15 @@ def addresses(inventory: Mapping[str, Any]) -> Iterator[Finding]:
                 ),
             )
     for host, values in views["mysql"].items():
+        copy = str(values["mysql_backup_copy_address"])
+        if copy and not is_address(copy):
+            yield (
+                (host,),
+                (
+                    f"mysql_backup_copy_address={copy} is not an address (systemd's "
+                    "IPAddressAllow= takes no names): give the backup host a private_address"
+                ),
+            )
         bind = str(values["mysql_bind_address"])
         if not (is_address(bind) or bind == "*"):
             yield (
