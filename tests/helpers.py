@@ -23,6 +23,7 @@ from harness import ROOT, conntrack
 from harness.fleet import Fleet
 from harness.gunicorn import GunicornServer
 from harness.testhost import snapshot_release
+from harness.traffic import Load
 from idleproof.engine import create_engine, guard_of
 from idleproof.guard import ConnectionGuard, Observer
 from idleproof.settings import Settings
@@ -124,6 +125,24 @@ def forgetting_fleet(
         conntrack.install_tools(fleet, "db1")
         conntrack.install(fleet, "db1", limit)
         yield fleet
+
+
+# The notes table dropped by mistake and made again, empty, at once, so that the app writes
+# on: a restore to just before the DROP must keep every note of before and none of after.
+DROP_NOTES = (
+    "CREATE TABLE app.notes_again LIKE app.notes; DROP TABLE app.notes; "
+    "RENAME TABLE app.notes_again TO app.notes"
+)
+
+
+def notes_around(load: Load, before: float, after: float) -> tuple[list[str], list[str]]:
+    """The notes a load had acknowledged (201) by ``before``, and those it sent after
+    ``after`` and were acknowledged (monotonic times, as the load's answers)."""
+    posted = [a for a in load.answers if a.note is not None and a.status == 201]
+    return (
+        [a.note for a in posted if a.note and a.started + a.seconds < before],
+        [a.note for a in posted if a.note and a.started > after],
+    )
 
 
 def runbook_blocks(section: int) -> list[tuple[str, str]]:

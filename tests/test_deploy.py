@@ -27,7 +27,7 @@ from harness import ROOT
 from harness.acme import Pebble
 from harness.testhost import NspawnHost, snapshot_release
 from harness.traffic import Load
-from tests.helpers import report, runbook_blocks, trusting
+from tests.helpers import DROP_NOTES, notes_around, report, runbook_blocks, trusting
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible]
 
@@ -444,18 +444,11 @@ def test_a_restore_to_just_before_a_dropped_table_keeps_every_earlier_note(
         backup = converged.run("systemctl", "start", "idle-proof-backup.service", check=False)
         time.sleep(2)
         dropped_at = time.monotonic()
-        converged.run(
-            "mariadb",
-            "-e",
-            "CREATE TABLE app.notes_again LIKE app.notes; DROP TABLE app.notes; "
-            "RENAME TABLE app.notes_again TO app.notes",
-        )
+        converged.run("mariadb", "-e", DROP_NOTES)
         made_again_at = time.monotonic()
         time.sleep(2)
     assert backup.returncode == 0, backup_journal(converged)[-3000:]
-    posted = [a for a in load.answers if a.note is not None and a.status == 201]
-    before = [a.note for a in posted if a.started + a.seconds < dropped_at]
-    after = [a.note for a in posted if a.started > made_again_at]
+    before, after = notes_around(load, dropped_at, made_again_at)
     assert before and after, load.statuses
 
     # The runbook's commands: the one on the db host as it is, the controller's with this
