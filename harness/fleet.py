@@ -174,10 +174,24 @@ class Fleet:
         )
         return time.monotonic() - started
 
+    def replace(self, host: str) -> float:
+        """Power the host off and boot a new one in its place (same name and address, a new
+        disk and ssh key, nothing of the old); the seconds it took."""
+        started = time.monotonic()
+        subprocess.run(
+            [ROOT / "scripts" / "fleet", "replace", host], env=self.env, check=True, timeout=300
+        )
+        return time.monotonic() - started
+
     def playbook(
-        self, *args: str, timeout: float = 1800, inventory: Path | None = None
+        self,
+        *args: str,
+        timeout: float = 1800,
+        inventory: Path | None = None,
+        file: str = "site.yml",
     ) -> PlaybookRun:
-        """site.yml on this fleet (or on its hosts through another inventory).
+        """site.yml (or another ``file`` of ansible/) on this fleet (or on its hosts through
+        another inventory).
 
         ``timeout`` only stops a hung run: a cold converge of four hosts takes several
         times longer beside the other test groups than alone, and the tests report it."""
@@ -186,4 +200,5 @@ class Fleet:
             str(Path(sys.executable).parent / "ansible-playbook"),
             *("-i", str(inventory or self.inventory), "-e", json.dumps(source), *args),
             timeout=timeout,
+            file=file,
         )

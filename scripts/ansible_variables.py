@@ -80,6 +80,7 @@ RESTORE = {
     "mysql_restore_until": f"a time after the backup; {RESTORE_POINT}",
     "mysql_restore_latest": RESTORE_POINT,
     "mysql_restore_backup_only": RESTORE_POINT,
+    "mysql_restore_from_copy": "a backup host in the inventory",
 }
 
 

@@ -18,10 +18,13 @@ and the app's (the app role's idle limit, so its pool recycles below it).
   where db1's key can add files but not delete them; web1 prunes old copies itself;
 * db1 powered off hard under load (no FIN/RST, no shutdown): 503 JSON within the bound the
   core promises, /healthz answers throughout, every request 2xx once db1 is back from its
-  own disk, nothing restarted; the naive app hangs meanwhile.
+  own disk, nothing restarted; the naive app hangs meanwhile;
+* db1's disk lost after a table was dropped under load: a new db1 in its place, restored
+  from web1's copy to just before the DROP with deploy/RUNBOOK.md section 12, every
+  command on its host: every note acknowledged before the DROP is there once, none after.
 
-One fleet for the module, removed even when a test fails. The host-death test runs last:
-it powers db1 off.
+One fleet for the module, removed even when a test fails. The host-death tests run last:
+they power db1 off, then replace it.
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ from harness.incident import (
     stop_naive,
 )
 from harness.slowloris import Slowloris, late_clients, open_files
+from harness.traffic import Load
 from idleproof.settings import Settings
-from tests.helpers import forgetting_fleet, report, runbook_blocks
+from tests.helpers import DROP_NOTES, forgetting_fleet, notes_around, report, runbook_blocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
@@ -557,3 +561,76 @@ def summarize(statuses: list[int | str]) -> dict[str, int]:
     for s in statuses:
         counts[str(s)] = counts.get(str(s), 0) + 1
     return counts
+
+
+def test_db1s_lost_disk_is_restored_on_a_new_host_from_web1s_copy(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """Notes are written the whole time: a backup, more notes, then the notes table is
+    dropped by mistake (and made again, empty, so that the app writes on). The copy runs
+    (as its timer would within minutes), and db1 is replaced by a new, empty host. The
+    runbook's section 12 converges it, finds the DROP in the copied binary logs and
+    restores from the copy to just before it."""
+    with Load(fleet.url, threads=4, rate=16) as load:
+        time.sleep(2)
+        fleet.run("db1", "systemctl", "start", "idle-proof-backup.service")
+        time.sleep(2)
+        dropped_at = time.monotonic()
+        fleet.run("db1", "mariadb", "-e", DROP_NOTES)
+        made_again_at = time.monotonic()
+        time.sleep(2)
+    fleet.run("db1", "systemctl", "start", "idle-proof-backup-copy.service")
+    before, after = notes_around(load, dropped_at, made_again_at)
+    assert before and after, load.statuses
+    timelines = fleet.run("web1", "ls", f"{STORE}/binlog").stdout.split()
+
+    replaced = fleet.replace("db1")
+    assert fleet.run("db1", "test", "-e", "/var/lib/mysql", check=False).returncode != 0
+
+    # Section 12: the controller's commands with this fleet's inventory (its backup host is
+    # web1), the one on db1 as it is.
+    blocks = runbook_blocks(12)
+    assert [host for host, _ in blocks] == ["controller", "db1", "controller"], blocks
+    converge = re.fullmatch(
+        r"ansible-playbook -i \S+ site\.yml --limit (db1),backup1\n", blocks[0][1]
+    )
+    assert converge, blocks[0][1]
+    run = fleet.playbook("--limit", f"{converge.group(1)},web1")
+    assert run.returncode == 0, run.output[-6000:]
+    found = fleet.run("db1", "bash", "-c", "set -eu\n" + blocks[1][1]).stdout.splitlines()
+    drops = [line for line in found if "DROP TABLE" in line and "`notes`" in line]
+    assert len(drops) == 1, found
+    gtid = drops[0].split()[0]
+    restore = re.fullmatch(
+        r"ansible-playbook -i \S+ (restore\.yml) -e (mysql_restore_from_copy)=true "
+        r"-e mysql_restore_before_gtid=0-1-4711\n",
+        blocks[2][1],
+    )
+    assert restore, blocks[2][1]
+    point = json.dumps({restore.group(2): True, "mysql_restore_before_gtid": gtid})
+    restored = fleet.playbook("-e", point, file=restore.group(1), timeout=600)
+    assert restored.returncode == 0, restored.output[-6000:]
+
+    select = "SELECT text FROM app.notes"
+    rows = fleet.run("db1", "mariadb", "-N", "-e", select).stdout.split("\n")
+    missing = [text for text in before if text not in rows]
+    written_after = [text for text in after if text in rows]
+    duplicated = sorted({text for text in rows if text and rows.count(text) > 1})
+    report(
+        request,
+        "incident",
+        f"db1's disk lost, restored on a new db1 from web1's copy to before {gtid} (a DROP "
+        f"TABLE) under load: new host {replaced:.0f} s, converge {run.seconds:.0f} s, restore "
+        f"playbook {restored.seconds:.0f} s; {len(before)} notes acknowledged before the drop, "
+        f"{len(missing)} missing, {len(duplicated)} duplicated; {len(written_after)} of "
+        f"{len(after)} written after it present",
+    )
+    assert missing == [] and duplicated == [] and written_after == []
+    made = requests.post(f"{fleet.url}/notes", json={"text": "after the new disk"}, timeout=10)
+    assert made.status_code == 201, made.text
+    # The restored server's binary logs reach web1 under a timeline of their own, beside the
+    # old host's and the new host's before its restore.
+    fleet.run("db1", "systemctl", "start", "idle-proof-backup-copy.service")
+    now = fleet.run("web1", "ls", f"{STORE}/binlog").stdout.split()
+    assert set(timelines) < set(now) and len(now) == len(timelines) + 2, (timelines, now)
+    fleet.run("db1", "mariadb", "-e", "DROP TABLE app.notes_again")
