@@ -140,8 +140,11 @@ APPS = {app.name: app for app in (MLFLOW, IHATEMONEY)}
 
 def quiet(argv: list[str]) -> None:
     """A pip run: its output only when it fails (pip's configuration warns on every
-    package otherwise)."""
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+    package otherwise). pip keeps the system's CA bundle: the tests' own clients trust a
+    fleet's CA (tests/helpers.trusting), which the package index's certificate is not from,
+    and which does not exist yet before the fleet's first converge."""
+    env = {k: v for k, v in os.environ.items() if k != "REQUESTS_CA_BUNDLE"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False, env=env)
     if done.returncode:
         raise RuntimeError(f"{' '.join(argv[:4])} failed: {done.stderr[-3000:]}")
 
