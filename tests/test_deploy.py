@@ -2,7 +2,8 @@
 
 The tests run in order on one fresh host: a bad inventory first (nothing may be touched),
 then the converge, its idempotence, traffic through nginx, idling past wait_timeout, the
-hardening score, restarts and a redeploy under load, and last the site's certificate from
+hardening score, backups and restores to a point in time (and how a restore's time grows
+with the data), restarts and a redeploy under load, and last the site's certificate from
 an ACME CA through certbot.
 """
 
@@ -531,6 +532,45 @@ def test_a_restore_until_a_time_then_to_the_latest_keeps_what_committed(
     )
     assert missing == [] and written_after == [] and missing_latest == []
     assert not [text for text in after if text in rows_latest]
+
+
+# Notes written for the growth measurement: half before the backup, half after it (which
+# the restore replays from the binary logs); then ten times as many.
+GROWTH_NOTES = 100_000
+
+
+def test_the_restore_time_as_the_data_grows_tenfold(
+    converged: NspawnHost, request: pytest.FixtureRequest
+) -> None:
+    """A restore to the latest with GROWTH_NOTES more notes, then with ten times as many:
+    every note is there after each. The times are reported, not bounded: with little data
+    the fixed steps (stopping the app, preparing the backup, restarting MariaDB) dominate."""
+    measured = []
+    for added in (GROWTH_NOTES, 10 * GROWTH_NOTES):
+        half = added // 2
+        # seq_1_to_N: MariaDB's Sequence engine, in the database the client is in.
+        fill = "INSERT INTO notes (text) SELECT CONCAT('{} {}.', seq) FROM seq_1_to_{}"
+        converged.run("mariadb", "app", "-e", fill.format("backed up", added, half))
+        converged.run("systemctl", "start", "idle-proof-backup.service")
+        converged.run("mariadb", "app", "-e", fill.format("replayed", added, half))
+        count = "SELECT COUNT(*), COALESCE(SUM(CRC32(text)), 0) FROM app.notes"
+        expected = converged.run("mariadb", "-N", "-e", count).stdout.split()
+        du = converged.run("sh", "-c", f"du -b $(ls {BACKUP_DIR}/full-*.xb.zst | tail -n 1)")
+        run = converged.play("restore.yml", mysql_restore_latest=True)
+        assert run.returncode == 0, run.output[-4000:]
+        assert converged.run("mariadb", "-N", "-e", count).stdout.split() == expected
+        measured.append((int(expected[0]), int(du.stdout.split()[0]), run.seconds))
+    converged.run("mariadb", "-e", "DELETE FROM app.notes WHERE text LIKE 'backed up %' "
+                  "OR text LIKE 'replayed %'")  # fmt: skip
+    (rows, size, first), (rows10, size10, second) = measured
+    report(
+        request,
+        "deploy",
+        f"restore to the latest, {GROWTH_NOTES // 2} notes replayed from the binary logs: "
+        f"{rows} rows, backup {size} bytes, playbook {first:.1f} s; with "
+        f"{10 * GROWTH_NOTES // 2} replayed: {rows10} rows, backup {size10} bytes, playbook "
+        f"{second:.1f} s ({second / first:.2f}x the time for {rows10 / rows:.1f}x the rows)",
+    )
 
 
 def test_restart_and_redeploy_lose_no_requests(
