@@ -534,6 +534,21 @@ def test_a_restore_until_a_time_then_to_the_latest_keeps_what_committed(
     assert not [text for text in after if text in rows_latest]
 
 
+def test_a_restore_of_the_backup_alone_leaves_out_what_came_after_it(
+    converged: NspawnHost,
+) -> None:
+    """mysql_restore_backup_only: the server as the backup found it, nothing replayed."""
+    kept = f"in the backup {time.time()}"
+    assert requests.post(f"{converged.url}/notes", json={"text": kept}, timeout=10).ok
+    converged.run("systemctl", "start", "idle-proof-backup.service")
+    later = f"after the backup {time.time()}"
+    assert requests.post(f"{converged.url}/notes", json={"text": later}, timeout=10).ok
+    run = converged.play("restore.yml", mysql_restore_backup_only=True)
+    assert run.returncode == 0, run.output[-4000:]
+    rows = note_rows(converged)
+    assert kept in rows and later not in rows
+
+
 # Notes written for the growth measurement: half before the backup, half after it (which
 # the restore replays from the binary logs); then ten times as many.
 GROWTH_NOTES = 100_000
