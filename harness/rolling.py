@@ -20,6 +20,10 @@ APP_HOSTS = ("app1", "app2")
 # is one address to web1).
 RATE = 15
 BROKEN = "deliberately broken release (rolling deploy test)"
+# nginx's default for an upstream server (max_fails=1 fail_timeout=10s): one failed attempt
+# takes the host out of that worker's rotation for 10 s, and each worker keeps its own
+# count. A 200 through web1 does not show that every worker has both hosts again.
+FAIL_TIMEOUT = 10
 
 
 def release_variant(source: Path, dest: Path, *, note: str = "", broken: bool = False) -> Path:
@@ -60,6 +64,25 @@ def apart_from_reloads(resent: list[float], reloads: list[float]) -> list[float]
     return [t for t in resent if not any(0 <= t - r <= 5 for r in reloads)]
 
 
+def outlast_failures(load: Load) -> None:
+    """Wait until nginx has both app hosts in every worker again after the failures a naive
+    run caused: a test that follows must not meet a 502 that this one left behind."""
+    ends = [a.started + a.seconds for a in load.answers if not a.ok]
+    if ends:
+        time.sleep(max(0.0, max(ends) + FAIL_TIMEOUT + 1 - time.monotonic()))
+
+
+def web_log(fleet: Fleet, failures: list[str]) -> str:
+    """web1's access log lines of the failed requests (their ids, harness/traffic.py) and
+    the end of its error log: which app host failed each, and why."""
+    ids = [line.split()[1] for line in failures if line[:3].isdigit()]
+    access = fleet.run("web1", "cat", "/var/log/nginx/idle-proof.access.log", check=False)
+    lines = access.stdout.splitlines()
+    errors = fleet.run("web1", "tail", "-n", "20", "/var/log/nginx/error.log", check=False)
+    found = [line for line in lines if any(f"request_id={rid} " in line for rid in ids)]
+    return "\n".join(["access log:", *found, "error log:", errors.stdout])
+
+
 def notes_in_db(fleet: Fleet, tag: str) -> Counter[str]:
     """Every note of one load run as stored on db1, with how often each text is there."""
     query = f"SELECT text FROM notes WHERE text LIKE 'load {tag} %'"
@@ -79,6 +102,7 @@ class Rolled:
     stored_unanswered: int  # notes stored whose request was not answered 201
     resent: list[float]  # when a keep-alive connection closed unanswered (harness/traffic.py)
     reloads: list[float]  # when nginx on web1 began a reload
+    web_log: str  # web1's log lines of the lost requests (empty when none was lost)
 
     def resent_apart_from_reloads(self) -> list[float]:
         return apart_from_reloads(self.resent, self.reloads)
@@ -114,4 +138,5 @@ def under_load(
         stored_unanswered=sum(1 for text in stored if text not in created),
         resent=load.resent,
         reloads=nginx_reloads(fleet),
+        web_log=web_log(fleet, load.failures) if load.failures else "",
     )

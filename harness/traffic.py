@@ -48,7 +48,8 @@ class Load:
     """``with Load(url) as load: ...`` runs the traffic for the block.
 
     ``answers``: every request's :class:`Answer`, in the order they ended; ``ok`` and
-    ``failures`` (one line per failed request), ``statuses`` by code (or the exception's
+    ``failures`` (one line per failed request: the status, the X-Request-Id and the start
+    of the body; or the exception), ``statuses`` by code (or the exception's
     name), ``slowest`` in seconds, and ``created``: the text of every note answered 201,
     unique per request, so a test can look for lost or duplicated writes.
 
@@ -113,7 +114,10 @@ class Load:
                         self.resent.append(time.time())
                     r = self._send(session, n, text)
                 status = r.status_code
-                failure = None if r.status_code < 300 else f"{r.status_code} {r.text[:100]}"
+                # The id nginx gave the request, whole: its access log line names the app
+                # host that failed it.
+                rid = r.headers.get("X-Request-Id", "-")
+                failure = None if r.status_code < 300 else f"{r.status_code} {rid} {r.text[:100]}"
                 error = None if failure is None else json_error(r)
                 reused = r.headers.get("Connection", "").lower() != "close"
             except requests.RequestException as exc:
