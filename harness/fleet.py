@@ -83,7 +83,8 @@ class Fleet:
         return fleet
 
     def write_inventory(self) -> None:
-        """The fleet inventory with this fleet's addresses and keys; group_vars shared."""
+        """The fleet inventory with this fleet's addresses and keys; group_vars shared.
+        Written again after a change to ``inventory_vars``."""
         hosts: dict[str, Any] = yaml.safe_load((FLEET_INVENTORY / "hosts.yml").read_text())
         hosts["all"]["vars"].update(self.inventory_vars)
         if self.bystanders:
@@ -99,7 +100,8 @@ class Fleet:
                 host["ansible_ssh_private_key_file"] = f"{STATE}/{self.prefix}-{name}/id_ed25519"
         self.inventory.mkdir(parents=True, exist_ok=True)
         (self.inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
-        (self.inventory / "group_vars").symlink_to(FLEET_INVENTORY / "group_vars")
+        if not (self.inventory / "group_vars").is_symlink():
+            (self.inventory / "group_vars").symlink_to(FLEET_INVENTORY / "group_vars")
 
     def address(self, host: str) -> str:
         hosts = yaml.safe_load((self.inventory / "hosts.yml").read_text())

@@ -111,6 +111,23 @@ def own_fleet(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Itera
     assert links and not left, left
 
 
+# Run on a fleet host: "open" when a TCP connection to argv[1]:argv[2] succeeds in 3 s.
+CONNECT = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()\n"
+    "    print('open')\n"
+    "except OSError as e:\n"
+    "    print('closed', e)\n"
+)
+
+
+def reaches(fleet: Fleet, source: str, target: str, port: int) -> bool:
+    """Whether host ``source`` can open a TCP connection to ``target``'s port."""
+    out = fleet.run(source, "python3", "-c", CONNECT, fleet.address(target), str(port)).stdout
+    return out.strip() == "open"
+
+
 @contextmanager
 def forgetting_fleet(
     tmp_path_factory: pytest.TempPathFactory, name: str, limit: int

@@ -27,7 +27,7 @@ import yaml
 
 from harness.fleet import Fleet
 from harness.testhost import PlaybookRun, snapshot_release
-from tests.helpers import own_fleet, report
+from tests.helpers import own_fleet, reaches, report
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
@@ -214,20 +214,6 @@ def test_plain_http_is_redirected_to_https_keeping_the_method(converged: Fleet) 
 
 
 # --- nothing reachable that should not be ---------------------------------------------------
-
-CONNECT = (
-    "import socket, sys\n"
-    "try:\n"
-    "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()\n"
-    "    print('open')\n"
-    "except OSError as e:\n"
-    "    print('closed', e)\n"
-)
-
-
-def reaches(fleet: Fleet, source: str, target: str, port: int) -> bool:
-    out = fleet.run(source, "python3", "-c", CONNECT, fleet.address(target), str(port)).stdout
-    return out.strip() == "open"
 
 
 @pytest.mark.parametrize(

@@ -60,13 +60,22 @@ from harness.incident import (
 from harness.slowloris import Slowloris, late_clients, open_files
 from harness.traffic import Load
 from idleproof.settings import Settings
-from tests.helpers import DROP_NOTES, forgetting_fleet, notes_around, report, runbook_blocks
+from tests.helpers import (
+    DROP_NOTES,
+    forgetting_fleet,
+    notes_around,
+    reaches,
+    report,
+    runbook_blocks,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
 # The network's idle limit, declared once in the inventory: short, so idling past it is fast.
 NETWORK_IDLE_TIMEOUT = 10
 KIT = f"{RELEASE}/venv/bin/idleproof"
+# This machine on a fleet's bridge ({} is the fleet's network).
+CONTROLLER = "{}.1"
 # Production durations in the runbook -> this test's (a limit of seconds, not minutes).
 RUNBOOK_SUBSTITUTIONS = {"--max-seconds 900": f"--max-seconds {NETWORK_IDLE_TIMEOUT + 6}"}
 
@@ -77,6 +86,10 @@ def fleet(
 ) -> Iterator[Fleet]:
     started = time.monotonic()
     with forgetting_fleet(tmp_path_factory, "ipki", NETWORK_IDLE_TIMEOUT) as fleet:
+        # ssh narrowed to this machine, the fleet's controller (production narrows it to a
+        # bastion): the backup host must still let the db hosts' copies in.
+        fleet.inventory_vars["firewall_ssh_sources"] = [CONTROLLER.format(fleet.network)]
+        fleet.write_inventory()
         converge = fleet.playbook()
         assert converge.returncode == 0, converge.output[-6000:]
         report(
@@ -415,10 +428,8 @@ def test_a_slowloris_from_many_addresses_leaves_real_clients_answered(
 # db1's key may do there.
 STORE = "/var/backups/idle-proof/db1"
 TEXTFILES = "/var/lib/prometheus/node-exporter"
-COPY_SSH = (
-    "ssh -i /etc/idle-proof-backup/copy_ed25519 -o BatchMode=yes -o HostKeyAlias="
-    "idle-proof-backup-host -o UserKnownHostsFile=/etc/idle-proof-backup/known_hosts"
-)
+# db1's own way there: the ssh command idle-proof-backup-copy uses ($COPY_RSH).
+COPY_SETTINGS = "/etc/default/idle-proof-backup-copy"
 
 
 def sha256s(fleet: Fleet, host: str, directory: str, pattern: str) -> dict[str, str]:
@@ -463,15 +474,15 @@ def test_db1s_backups_and_binary_logs_reach_web1_which_db1_cannot_delete(
     # delete its copies nor reach beyond them.
     target = f"idle-proof-backup@{fleet.address('web1')}"
     attempts = {
-        "a shell": f"{COPY_SSH} {target} rm -rf full binlog",
+        "a shell": f"$COPY_RSH {target} rm -rf full binlog",
         "rsync --delete": (
-            f"mkdir -p /tmp/empty && rsync -r --delete -e '{COPY_SSH}' /tmp/empty/ {target}:full/"
+            f'mkdir -p /tmp/empty && rsync -r --delete -e "$COPY_RSH" /tmp/empty/ {target}:full/'
         ),
-        "a path outside": f"rsync -e '{COPY_SSH}' /etc/hostname {target}:../",
+        "a path outside": f'rsync -e "$COPY_RSH" /etc/hostname {target}:../',
     }
     refused = {}
     for what, command in attempts.items():
-        run = fleet.run("db1", "bash", "-c", command, check=False)
+        run = fleet.run("db1", "bash", "-c", f". {COPY_SETTINGS} && {command}", check=False)
         refused[what] = (run.returncode, (run.stderr.strip().splitlines() or [""])[0])
     report(
         request,
@@ -483,6 +494,15 @@ def test_db1s_backups_and_binary_logs_reach_web1_which_db1_cannot_delete(
     assert all(code != 0 for code, _ in refused.values()), refused
     assert sha256s(fleet, "web1", f"{STORE}/full", "full-*") == copied
     assert sha256s(fleet, "web1", f"{STORE}/binlog/{timeline}", closed) == logs
+
+
+def test_web1_lets_db1_in_over_ssh_and_app1_not(fleet: Fleet) -> None:
+    """ssh on web1 is narrowed to this machine (firewall_ssh_sources); as the backup host,
+    web1 admits the db hosts too (firewall_backup_clients), and no other host."""
+    assert reaches(fleet, "db1", "web1", 22)
+    assert not reaches(fleet, "app1", "web1", 22)
+    rules = fleet.run("web1", "nft", "list", "table", "inet", "idle_proof").stdout
+    assert CONTROLLER.format(fleet.network) in rules and fleet.address("db1") in rules, rules
 
 
 def test_web1_prunes_old_copies_and_never_the_newest(fleet: Fleet) -> None:
