@@ -399,6 +399,29 @@ def test_a_backup_time_systemd_cannot_read_is_refused_in_one_line(converged: Nsp
     assert "03:15:00" in timer.stdout, timer.stdout
 
 
+def test_backups_turned_off_stop_and_leave_what_restores_them(converged: NspawnHost) -> None:
+    """mysql_backup false: the timer and its metric go (an alert on the last backup's age
+    would fire for good); the backups taken stay, and so does what restores them. Turned
+    on again, the timer is back."""
+    if not full_backups(converged):
+        converged.run("systemctl", "start", "idle-proof-backup.service")
+    backups = full_backups(converged)
+    off = converged.playbook(mysql_backup=False)
+    try:
+        assert off.returncode == 0, off.output[-3000:]
+        timer = converged.run("systemctl", "cat", "idle-proof-backup.timer", check=False)
+        assert timer.returncode != 0, timer.stdout
+        assert converged.run("test", "-e", BACKUP_METRIC, check=False).returncode != 0
+        assert full_backups(converged) == backups
+        check = converged.run("idle-proof-restore", "--backup-only", "--check", check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        on = converged.playbook()
+    assert on.returncode == 0, on.output[-3000:]
+    timer = converged.run("systemctl", "is-active", "idle-proof-backup.timer", check=False)
+    assert timer.stdout.strip() == "active", timer.stdout
+
+
 def note_rows(host: NspawnHost) -> list[str]:
     return host.run("mariadb", "-N", "-e", "SELECT text FROM app.notes").stdout.split("\n")
 
