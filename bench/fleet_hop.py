@@ -30,7 +30,7 @@ def client_vars(fleet: Fleet) -> dict[str, Any]:
     """Extra variables for site.yml: this machine (the bridge's address) may reach db1 as
     the app hosts do, through db1's firewall and grants."""
     apps = [fleet.address(h) for h in ("app1", "app2")]
-    return {"db_client_addresses": [*apps, f"{fleet.network}.1"]}
+    return {"db_client_addresses": [*apps, fleet.controller]}
 
 
 def fleet_hop(

@@ -111,6 +111,12 @@ class Fleet:
         raise KeyError(f"{host} is not in {self.inventory}")
 
     @property
+    def controller(self) -> str:
+        """This machine's address on the fleet's bridge (scripts/fleet gives it .1): where
+        Ansible, the tests and the fleet's apt proxy reach the hosts from."""
+        return f"{self.network}.1"
+
+    @property
     def url(self) -> str:
         """The site through web1, in HTTPS (its certificate is for web1's address)."""
         return f"https://{self.address('web1')}"

@@ -73,7 +73,7 @@ def test_hosts_reach_nothing_beyond_the_bridge(fleet: Fleet, host: str) -> None:
 
 def test_the_proxy_forwards_to_the_debian_mirror_only(fleet: Fleet) -> None:
     # Refused by the proxy's filter before it connects anywhere.
-    proxy = f"http://{fleet.network}.1:3142"
+    proxy = f"http://{fleet.controller}:3142"
     probe = (
         "import urllib.request, urllib.error\n"
         f"proxy = urllib.request.ProxyHandler({{'http': {proxy!r}}})\n"

@@ -74,8 +74,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 # The network's idle limit, declared once in the inventory: short, so idling past it is fast.
 NETWORK_IDLE_TIMEOUT = 10
 KIT = f"{RELEASE}/venv/bin/idleproof"
-# This machine on a fleet's bridge ({} is the fleet's network).
-CONTROLLER = "{}.1"
 # Production durations in the runbook -> this test's (a limit of seconds, not minutes).
 RUNBOOK_SUBSTITUTIONS = {"--max-seconds 900": f"--max-seconds {NETWORK_IDLE_TIMEOUT + 6}"}
 
@@ -88,7 +86,7 @@ def fleet(
     with forgetting_fleet(tmp_path_factory, "ipki", NETWORK_IDLE_TIMEOUT) as fleet:
         # ssh narrowed to this machine, the fleet's controller (production narrows it to a
         # bastion): the backup host must still let the db hosts' copies in.
-        fleet.inventory_vars["firewall_ssh_sources"] = [CONTROLLER.format(fleet.network)]
+        fleet.inventory_vars["firewall_ssh_sources"] = [fleet.controller]
         fleet.write_inventory()
         converge = fleet.playbook()
         assert converge.returncode == 0, converge.output[-6000:]
@@ -502,7 +500,7 @@ def test_web1_lets_db1_in_over_ssh_and_app1_not(fleet: Fleet) -> None:
     assert reaches(fleet, "db1", "web1", 22)
     assert not reaches(fleet, "app1", "web1", 22)
     rules = fleet.run("web1", "nft", "list", "table", "inet", "idle_proof").stdout
-    assert CONTROLLER.format(fleet.network) in rules and fleet.address("db1") in rules, rules
+    assert fleet.controller in rules and fleet.address("db1") in rules, rules
 
 
 def test_web1_prunes_old_copies_and_never_the_newest(fleet: Fleet) -> None:

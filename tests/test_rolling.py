@@ -123,7 +123,7 @@ def test_a_socket_unit_change_loses_nothing(
 ) -> None:
     # A change to the socket unit through a documented variable (its drop-in): one more
     # peer allowed, this machine's address on the bridge.
-    controller = f"{fleet.network}.1"
+    controller = fleet.controller
     allow = ["localhost", fleet.address("web1"), controller]
     sockets = {host: started_at(fleet, host, "idle-proof.socket") for host in APP_HOSTS}
     rolled = under_load(
