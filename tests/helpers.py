@@ -103,7 +103,7 @@ def own_fleet(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Itera
     assert not Path(f"/sys/class/net/{fleet.bridge}").exists()
     # The kernel removes a host's link once its network namespace is gone. It frees
     # namespaces in a background queue, one after another: with other fleets stopping on a
-    # loaded machine, that has taken more than 30 s after the host stopped.
+    # loaded machine, that can take more than 30 s after the host stopped.
     deadline = time.monotonic() + 180
     left = links
     while left and time.monotonic() < deadline:
