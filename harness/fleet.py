@@ -56,6 +56,10 @@ class Fleet:
     # Hosts of a group the kit does not deploy to (a monitoring host sharing the inventory),
     # booted with the others: name -> the last octet of its address.
     bystanders: dict[str, int] = field(default_factory=dict)
+    # Hosts beyond the fleet inventory's (name -> its group and the last octet of its
+    # address), and the inventory's hosts left out: a fleet of another shape.
+    extra_hosts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    without: tuple[str, ...] = ()
 
     @classmethod
     def for_test(
@@ -65,6 +69,8 @@ class Fleet:
         inventory_vars: dict[str, Any] | None = None,
         name: str = "ipkf",
         bystanders: dict[str, int] | None = None,
+        extra_hosts: dict[str, tuple[str, int]] | None = None,
+        without: tuple[str, ...] = (),
     ) -> Fleet:
         """A fleet with names and a subnet of its own, described by an inventory in workdir.
 
@@ -78,6 +84,8 @@ class Fleet:
             source_dir=source_dir,
             inventory_vars=inventory_vars or {},
             bystanders=bystanders or {},
+            extra_hosts=extra_hosts or {},
+            without=without,
         )
         fleet.write_inventory()
         return fleet
@@ -92,7 +100,13 @@ class Fleet:
                 name: {"ansible_host": f"10.0.0.{octet}"} for name, octet in self.bystanders.items()
             }
             hosts["all"]["children"]["monitoring"] = {"hosts": monitoring}
-        for group in hosts["all"]["children"].values():
+        groups = hosts["all"]["children"]
+        for name, (group, octet) in self.extra_hosts.items():
+            groups[group]["hosts"][name] = {"ansible_host": f"{self.network}.{octet}"}
+        for group in groups.values():
+            for name in self.without:
+                group["hosts"].pop(name, None)
+        for group in groups.values():
             for name, host in group["hosts"].items():
                 if host is None:  # a host of another group, listed again (backup: web1)
                     continue

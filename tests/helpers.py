@@ -131,13 +131,14 @@ def reaches(fleet: Fleet, source: str, target: str, port: int) -> bool:
 
 @contextmanager
 def forgetting_fleet(
-    tmp_path_factory: pytest.TempPathFactory, name: str, limit: int
+    tmp_path_factory: pytest.TempPathFactory, name: str, limit: int, **options: Any
 ) -> Iterator[Fleet]:
-    """A fleet of its own, booted, with a firewall on db1 that forgets idle flows after
-    ``limit`` seconds (harness/conntrack.py), installed before the app's first connection
-    so that every flow gets it; the inventory declares the same limit. Not converged."""
+    """A fleet of its own (more Fleet.for_test ``options``), booted, with a firewall on db1
+    that forgets idle flows after ``limit`` seconds (harness/conntrack.py), installed before
+    the app's first connection so that every flow gets it; the inventory declares the same
+    limit. Not converged."""
     with own_fleet(
-        tmp_path_factory, inventory_vars={"network_idle_timeout": limit}, name=name
+        tmp_path_factory, inventory_vars={"network_idle_timeout": limit}, name=name, **options
     ) as fleet:
         fleet.up()
         conntrack.install_tools(fleet, "db1")
