@@ -49,7 +49,7 @@ PREFLIGHT = {
     "mysql_max_connections": "covers the app hosts' pools + headroom",
     "mysql_wait_timeout": "equals `db_idle_timeout`",
     "mysql_interactive_timeout": "equals `db_idle_timeout`",
-    "mysql_tls": "app hosts agree (`db_tls`)",
+    "mysql_tls": "app hosts agree (`db_tls`); true with more than one db host",
     "mysql_tls_names": "carries `db_address`",
     "app_listen": "a unix socket or ADDRESS:PORT the web hosts reach",
     "app_timeout_stop_sec": "above `app_gunicorn_graceful_timeout`",
@@ -69,8 +69,15 @@ PREFLIGHT = {
     "nginx_tls_names": "DNS names only (`nginx_tls_acme`)",
     "nginx_tls_acme_server": "an https:// URL",
     "nginx_tls_acme_server_ca": "a file on the controller, when set",
-    "mysql_backup": "true while there is a backup host",
+    "mysql_backup": "true while there is a backup host or more than one db host",
     "mysql_backup_copy_address": "an address for `IPAddressAllow=`",
+    "db_primary": "a db host (with more than one)",
+    "db_replication_password": "12+ characters (with more than one db host)",
+    "mysql_replication": "true with more than one db host",
+    "mysql_binlog": "true with more than one db host",
+    "mysql_server_id": "unique in the db group",
+    "mysql_semi_sync_timeout": "below `app_db_read_timeout`",
+    "mysql_replication_heartbeat": "below `mysql_replication_net_timeout` and `network_idle_timeout`",
 }
 # The restore playbook's variables (restore.yml -e ...), checked by its first plays.
 RESTORE_POINT = "exactly one restore point; checked by `idle-proof-restore --check`"

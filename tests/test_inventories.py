@@ -521,19 +521,71 @@ def test_a_layout_that_serves_nobody_is_refused(tmp_path: Path, group: str, mess
     assert messages and messages[0] == message, messages
 
 
-def test_a_second_database_host_is_refused_as_such(tmp_path: Path) -> None:
-    """Two db hosts would be two servers with their own data: the one line says that, not
-    what it looks like from each app host (a db_address to set)."""
+def with_db2(groups: dict[str, Any]) -> None:
+    groups["db"]["hosts"]["db2"] = {"ansible_host": "10.0.0.11"}
+
+
+REPLICATION_PASSWORD = {"db_replication_password": "a-long-replication-password"}
+
+
+def test_a_second_database_host_is_a_replica(tmp_path: Path) -> None:
     inventory = copy_example(tmp_path)
-    edit_hosts(
-        inventory, lambda groups: groups["db"]["hosts"].update(db2={"ansible_host": "10.0.0.11"})
+    edit_hosts(inventory, with_db2)
+    assert preflight(inventory, **REPLICATION_PASSWORD) == (0, [])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {},
+            "db1, db2: db_replication_password is not set (or shorter than 12 characters), and "
+            "the replicas of the db group's 2 hosts log in with it",
+        ),
+        (
+            {"db_primary": "app1"},
+            "db1, db2: db_primary=app1 is not a host of the db group, whose other hosts "
+            "replicate it: set db_primary to one of db1, db2",
+        ),
+        (
+            {"mysql_replication": False},
+            "db1, db2: mysql_replication is false on db1, db2, and the db group has 2 hosts",
+        ),
+        (
+            {"mysql_backup": False},
+            "db1, db2: mysql_backup is false on db1, db2: a replica is seeded from a backup, and "
+            "any db host may be the primary: set it to true",
+        ),
+        (
+            {"mysql_tls": False},
+            "db1, db2: mysql_tls is false on db1, db2: replication would cross the network in "
+            "clear text: set it to true",
+        ),
+        ({"mysql_server_id": 1}, "mysql_server_id is not unique in the db group (1, 1)"),
+        (
+            {"mysql_semi_sync_timeout": 30},
+            "db1, app1, app2: mysql_semi_sync_timeout=30 on db1 is not below "
+            "app_db_read_timeout=30 on the app hosts",
+        ),
+        (
+            {"mysql_replication_heartbeat": 400},
+            "db1: mysql_replication_heartbeat=400 on db1 must be above 0 and below "
+            "mysql_replication_net_timeout=60 and network_idle_timeout=350: remove it from the "
+            "inventory (it follows both)",
+        ),
+    ],
+)
+def test_a_replica_that_could_not_work_is_refused(
+    tmp_path: Path, overrides: dict[str, object], message: str
+) -> None:
+    inventory = copy_example(tmp_path)
+    edit_hosts(inventory, with_db2)
+    returncode, messages = preflight(
+        inventory, **(REPLICATION_PASSWORD if overrides else {}), **overrides
     )
-    returncode, messages = preflight(inventory)
     assert returncode != 0
-    assert messages == [
-        "db1, db2: the db group has 2 hosts, and the kit provisions one database server (no "
-        "replication between them): keep one host in the db group"
-    ]
+    assert messages and message in messages[0], messages
+    assert all("\n" not in m for m in messages), messages
 
 
 def two_backup_hosts(groups: dict[str, Any]) -> None:

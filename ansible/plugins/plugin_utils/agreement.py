@@ -90,13 +90,14 @@ def server(db: str, d: Mapping[str, Any], apps: Mapping[str, Any]) -> Iterator[F
 
 
 def client(
-    db: str, d: Mapping[str, Any], wall: Mapping[str, Any], app: str, a: Any
+    db: str, d: Mapping[str, Any], wall: Mapping[str, Any], app: str, a: Any, primary: bool = True
 ) -> Iterator[Finding]:
-    """One app host reaches the server: address, certificate name, grant, firewall."""
+    """One app host reaches the server (its address and certificate name only when the
+    server is the primary): grant, firewall."""
     host, own, bind = str(a["app_db_host"]), str(a["private_address"]), str(d["mysql_bind_address"])
-    if host in LOOPBACK and app != db:
+    if primary and host in LOOPBACK and app != db:
         yield (app,), f"app_db_host={host} on {app}, which is not the db host {db}: set db_address"
-    elif host not in LOOPBACK and is_address(host) and bind not in (*ANY_ADDRESS, host):
+    elif primary and host not in LOOPBACK and is_address(host) and bind not in (*ANY_ADDRESS, host):
         yield (
             (db, app),
             (
@@ -105,7 +106,7 @@ def client(
             ),
         )
     names = list(map(str, d["mysql_tls_names"]))
-    if true(d["mysql_tls"]) and true(d["db_tls_generate"]) and host not in names:
+    if primary and true(d["mysql_tls"]) and true(d["db_tls_generate"]) and host not in names:
         yield (
             (db, app),
             (
@@ -335,6 +336,73 @@ def web(host: str, n: Mapping[str, Any], views: Views) -> Iterator[Finding]:
             )
 
 
+def replication(dbs: Mapping[str, Any], apps: Mapping[str, Any]) -> Iterator[Finding]:
+    """More than one db host: each but db_primary replicates it, seeded from its backup,
+    over TLS, semi-synchronously."""
+    hosts = tuple(dbs)
+    primary = str(next(iter(dbs.values()))["db_primary"])
+    if primary not in dbs:
+        yield (
+            hosts,
+            (
+                f"db_primary={primary or '(empty)'} is not a host of the db group, whose other "
+                f"hosts replicate it: set db_primary to one of {', '.join(dbs)}"
+            ),
+        )
+        return
+    off = [db for db, d in dbs.items() if not true(d["mysql_replication"])]
+    if off:
+        yield (
+            tuple(off),
+            (
+                f"mysql_replication is false on {', '.join(off)}, and the db group has "
+                f"{len(dbs)} hosts: each would be a server with its own data: remove "
+                "mysql_replication from the inventory, or keep one host in the db group"
+            ),
+        )
+    for name, why in (
+        ("mysql_binlog", "replicas read the primary's binary logs"),
+        ("mysql_backup", "a replica is seeded from a backup, and any db host may be the primary"),
+        ("mysql_tls", "replication would cross the network in clear text"),
+    ):
+        off = [db for db, d in dbs.items() if not true(d[name])]
+        if off:
+            yield (tuple(off), f"{name} is false on {', '.join(off)}: {why}: set it to true")
+    ids = [str(d["mysql_server_id"]) for d in dbs.values()]
+    if len(set(ids)) < len(ids):
+        yield (
+            hosts,
+            (
+                f"mysql_server_id is not unique in the db group ({', '.join(ids)}): remove it "
+                "from the inventory (each host's place in the group)"
+            ),
+        )
+    timeout = int(dbs[primary]["mysql_semi_sync_timeout"])
+    slow = [a for a, v in apps.items() if timeout >= float(v["app_db_read_timeout"])]
+    if slow:
+        yield (
+            (primary, *slow),
+            (
+                f"mysql_semi_sync_timeout={timeout} on {primary} is not below app_db_read_timeout="
+                f"{apps[slow[0]]['app_db_read_timeout']} on the app hosts: a COMMIT waiting for a "
+                "lost replica would fail in the app: lower mysql_semi_sync_timeout"
+            ),
+        )
+    for db, d in dbs.items():
+        net, beat = int(d["mysql_replication_net_timeout"]), int(d["mysql_replication_heartbeat"])
+        limit = str(d["network_idle_timeout"]).strip()
+        if not 0 < beat < net or (limit and beat >= float(limit)):
+            yield (
+                (db,),
+                (
+                    f"mysql_replication_heartbeat={beat} on {db} must be above 0 and below "
+                    f"mysql_replication_net_timeout={net}"
+                    + (f" and network_idle_timeout={limit}" if limit else "")
+                    + ": remove it from the inventory (it follows both)"
+                ),
+            )
+
+
 def backups(views: Views) -> Iterator[Finding]:
     """The backup group: one host, apart from the db hosts, which back up to copy."""
     stores, dbs = views.get("backup_store", {}), views["mysql"]
@@ -390,20 +458,15 @@ def problems(views: Views) -> Iterator[Finding]:
             ),
         )
     if len(dbs) > 1:
-        # Each would be a separate server with its own data, and the app hosts use one:
-        # the per-server checks below would only name the symptom (a db_address).
-        yield (
-            tuple(dbs),
-            (
-                f"the db group has {len(dbs)} hosts, and the kit provisions one database "
-                "server (no replication between them): keep one host in the db group"
-            ),
-        )
-        dbs = {}
+        found = list(replication(dbs, apps))
+        yield from found
+        if found:
+            return
     for db, d in dbs.items() if apps else ():
         yield from server(db, d, apps)
         for app, a in apps.items():
-            yield from client(db, d, walls[db], app, a)
+            # The app hosts write to the primary; a replica only has to admit them.
+            yield from client(db, d, walls[db], app, a, primary=db == str(d["db_primary"]))
         if true(walls[db]["firewall_enabled"]) and str(walls[db]["firewall_db_port"]) != str(
             d["mysql_port"]
         ):

@@ -258,6 +258,20 @@ def secrets(inventory: Mapping[str, Any]) -> Iterator[Finding]:
                 tuple(short),
                 (f"{source} is not set (or shorter than {MIN_PASSWORD} characters): {VAULT_HINT}"),
             )
+    dbs = inventory["views"]["mysql"]
+    unset = [
+        host
+        for host, values in dbs.items()
+        if len(str(values.get("mysql_replication_password", ""))) < MIN_PASSWORD
+    ]
+    if len(dbs) > 1 and unset:
+        yield (
+            tuple(unset),
+            (
+                f"db_replication_password is not set (or shorter than {MIN_PASSWORD} characters), "
+                f"and the replicas of the db group's {len(dbs)} hosts log in with it: {VAULT_HINT}"
+            ),
+        )
 
 
 def problems(inventory: Mapping[str, Any]) -> Iterator[Finding]:
