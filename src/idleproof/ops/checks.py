@@ -167,6 +167,30 @@ def abort_checks(facts: ServerFacts) -> list[Check]:
     return checks
 
 
+def replication_check(facts: ServerFacts) -> Check:
+    """Is the app writing to a primary, and does a replica acknowledge its COMMITs?"""
+    name = "replication"
+    if facts.global_vars.get("read_only") == "ON":
+        return Check(
+            name,
+            FAIL,
+            "the server is read-only (a replica): every write of the app fails (1290)",
+            "point DATABASE_URL at the primary (the kit: db_address, which follows db_primary)",
+        )
+    if facts.global_vars.get("rpl_semi_sync_master_enabled") != "ON":
+        return Check(name, PASS, "not a semi-synchronous primary: COMMITs wait for no replica")
+    clients = int(facts.status.get("Rpl_semi_sync_master_clients", "0"))
+    if not clients:
+        return Check(
+            name,
+            WARN,
+            "a semi-synchronous primary with no replica connected: each COMMIT waits "
+            "rpl_semi_sync_master_timeout once, then exists on this server only",
+            "see the replica's SHOW SLAVE STATUS (deploy/RUNBOOK.md, section 13)",
+        )
+    return Check(name, PASS, f"semi-synchronous: {clients} replica(s) acknowledge each COMMIT")
+
+
 def tls_check(settings: Settings, facts: ServerFacts) -> Check:
     """Is the app's connection encrypted where it crosses a network?"""
     host = urlsplit(settings.database_url).hostname or ""
@@ -193,6 +217,7 @@ def tls_check(settings: Settings, facts: ServerFacts) -> Check:
 def server_checks(settings: Settings, facts: ServerFacts, workers: int | None) -> list[Check]:
     return [
         tls_check(settings, facts),
+        replication_check(facts),
         wait_timeout_check(settings, facts),
         max_connections_check(settings, facts, workers),
         user_limit_check(settings, facts, workers),

@@ -41,13 +41,18 @@ def read_server(settings: Settings) -> ServerFacts:
     try:
         with conn.cursor() as cur:
             names = "('wait_timeout', 'interactive_timeout', 'max_connections')"
-            cur.execute(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN {names}")
+            replication = "('read_only', 'rpl_semi_sync_master_enabled')"
+            cur.execute(
+                f"SHOW GLOBAL VARIABLES WHERE Variable_name IN {names} "
+                f"OR Variable_name IN {replication}"
+            )
             global_vars = {str(k): str(v) for k, v in cur.fetchall()}
             cur.execute(f"SHOW SESSION VARIABLES WHERE Variable_name IN {names}")
             session_vars = {str(k): str(v) for k, v in cur.fetchall()}
             cur.execute(
                 "SHOW GLOBAL STATUS WHERE Variable_name IN ('Threads_connected', "
-                "'Aborted_clients', 'Aborted_connects', 'Max_used_connections', 'Uptime')"
+                "'Aborted_clients', 'Aborted_connects', 'Max_used_connections', 'Uptime', "
+                "'Rpl_semi_sync_master_clients')"
             )
             status = {str(k): str(v) for k, v in cur.fetchall()}
             cur.execute("SHOW GRANTS")
