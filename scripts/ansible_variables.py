@@ -77,7 +77,7 @@ PREFLIGHT = {
     "mysql_binlog": "true with more than one db host",
     "mysql_server_id": "unique in the db group",
     "mysql_semi_sync_timeout": "below `app_db_read_timeout`",
-    "mysql_replication_heartbeat": "below `mysql_replication_net_timeout` and `network_idle_timeout`",
+    "mysql_replication_heartbeat": "below `network_idle_timeout` and the net timeout",
 }
 # The restore playbook's variables (restore.yml -e ...), checked by its first plays.
 RESTORE_POINT = "exactly one restore point; checked by `idle-proof-restore --check`"
