@@ -78,6 +78,7 @@ PREFLIGHT = {
     "mysql_server_id": "unique in the db group",
     "mysql_semi_sync_timeout": "below `app_db_read_timeout`",
     "mysql_replication_heartbeat": "below `network_idle_timeout` and the net timeout",
+    "mysql_replication_tcp_retries2": "gives up within `mysql_replication_net_timeout`",
 }
 # The restore playbook's variables (restore.yml -e ...), checked by its first plays.
 RESTORE_POINT = "exactly one restore point; checked by `idle-proof-restore --check`"

@@ -568,6 +568,12 @@ def test_a_second_database_host_is_a_replica(tmp_path: Path) -> None:
             "app_db_read_timeout=30 on the app hosts",
         ),
         (
+            {"mysql_replication_tcp_retries2": 8},
+            "db1: mysql_replication_tcp_retries2=8 on db1 keeps a dead replica connection about "
+            "102 s, and with the heartbeat (30 s) that is not below "
+            "mysql_replication_net_timeout=60",
+        ),
+        (
             {"mysql_replication_heartbeat": 400},
             "db1: mysql_replication_heartbeat=400 on db1 must be above 0 and below "
             "mysql_replication_net_timeout=60 and network_idle_timeout=350: remove it from the "

@@ -389,7 +389,20 @@ def replication(dbs: Mapping[str, Any], apps: Mapping[str, Any]) -> Iterator[Fin
             ),
         )
     for db, d in dbs.items():
+        # Linux's retransmissions start at 200 ms and double: the time until it gives up.
+        retries = int(d["mysql_replication_tcp_retries2"])
+        gives_up = 0.2 * (2 ** (retries + 1) - 1)
         net, beat = int(d["mysql_replication_net_timeout"]), int(d["mysql_replication_heartbeat"])
+        if beat + gives_up >= net:
+            yield (
+                (db,),
+                (
+                    f"mysql_replication_tcp_retries2={retries} on {db} keeps a dead replica "
+                    f"connection about {gives_up:.0f} s, and with the heartbeat ({beat} s) that "
+                    f"is not below mysql_replication_net_timeout={net}: the replica would "
+                    "reconnect while it is open, which stalls the primary: lower it"
+                ),
+            )
         limit = str(d["network_idle_timeout"]).strip()
         if not 0 < beat < net or (limit and beat >= float(limit)):
             yield (
