@@ -15,7 +15,8 @@ connection crosses it too.
   replication connection alive: the next COMMIT is acknowledged at once and on db2 within
   seconds. With MariaDB's default heartbeat (30 s) on the same fleet, the firewall forgets
   the connection: the COMMIT waits out the semi-sync timeout, is acknowledged without db2,
-  and db2 does not have it; a converge puts the kit's heartbeat back;
+  and db2 does not have it until it reconnects by itself, while db1 answers throughout (its
+  kernel drops the dead connection first); a converge puts the kit's heartbeat back;
 * the replication metrics on both hosts, and a stopped replica's;
 * restore.yml restores db1 and seeds db2 again from it, so that db2 follows db1's new
   binary logs rather than skipping them;
@@ -229,6 +230,22 @@ def set_heartbeat(fleet: Fleet, seconds: int) -> None:
     )
 
 
+def db2_catches_up_alone(fleet: Fleet, text: str, seconds: float) -> tuple[float | None, int]:
+    """Wait for ``text`` on db2 without touching it: its IO thread reconnects by itself
+    once it heard nothing for mysql_replication_net_timeout. The seconds it took (None:
+    not within ``seconds``), and how many of db1's answers to SELECT 1 took over 10 s
+    meanwhile: a dead connection still open on db1 when db2 reconnects stalls it."""
+    started = time.monotonic()
+    stalled = 0
+    while time.monotonic() - started < seconds:
+        probe = ("timeout", "10", "mariadb", "-N", "-e", "SELECT 1")
+        stalled += fleet.run("db1", *probe, check=False).returncode != 0
+        if text in notes_on(fleet, "db2"):
+            return time.monotonic() - started, stalled
+        time.sleep(2)
+    return None, stalled
+
+
 def heartbeat(fleet: Fleet) -> float:
     return float(sql(fleet, "db2", "SHOW GLOBAL STATUS LIKE 'Slave_heartbeat_period'").split()[1])
 
@@ -243,6 +260,7 @@ def test_idle_past_the_firewall_kit_heartbeat_keeps_db2_naive_loses_it(
     set_heartbeat(fleet, 30)
     try:
         naive = commit_after_idle(fleet, "after idle, naive")
+        alone, stalled = db2_catches_up_alone(fleet, "after idle, naive", 150)
     finally:
         converge = fleet.playbook("--limit", "db2")
     report(
@@ -251,16 +269,20 @@ def test_idle_past_the_firewall_kit_heartbeat_keeps_db2_naive_loses_it(
         f"idle {2 * NETWORK_IDLE_TIMEOUT} s past a firewall forgetting at "
         f"{NETWORK_IDLE_TIMEOUT} s: kit (heartbeat {kit_heartbeat:.0f} s): COMMIT "
         f"{kit[0]:.2f} s, on db2 {kit[1]}, {kit[2]}; naive (30 s): COMMIT {naive[0]:.2f} s, "
-        f"on db2 {naive[1]}, {naive[2]}",
+        f"on db2 {naive[1]}, {naive[2]}, on db2 after its own reconnect "
+        f"{'never' if alone is None else f'{alone:.0f} s later'}, db1 stalled {stalled} times",
     )
     assert kit[1] and kit[2] == {"no_tx": "0", "yes_tx": "1"}, kit
     # The naive COMMIT waited out the semi-sync timeout for an acknowledgement that never came.
     assert not naive[1] and naive[2]["no_tx"] == "1", naive
     assert naive[0] >= SEMI_SYNC_TIMEOUT, naive
-    # The converge gave db2 the kit's heartbeat again; its new connection catches up.
+    # db2 reconnected by itself and caught up, and db1 answered throughout: its kernel had
+    # dropped the forgotten connection first (mysql_replication_tcp_retries2).
+    assert alone is not None and stalled == 0, (alone, stalled)
+    # The converge gave db2 the kit's heartbeat again.
     assert converge.returncode == 0, converge.output[-6000:]
     assert heartbeat(fleet) == kit_heartbeat
-    assert caught_up(fleet, 30) and "after idle, naive" in notes_on(fleet, "db2")
+    assert caught_up(fleet, 30)
 
 
 def metrics(fleet: Fleet, host: str) -> dict[str, float]:
