@@ -95,25 +95,8 @@ def client(
     """One app host reaches the server (its address and certificate name only when the
     server is the primary): grant, firewall."""
     host, own, bind = str(a["app_db_host"]), str(a["private_address"]), str(d["mysql_bind_address"])
-    if primary and host in LOOPBACK and app != db:
-        yield (app,), f"app_db_host={host} on {app}, which is not the db host {db}: set db_address"
-    elif primary and host not in LOOPBACK and is_address(host) and bind not in (*ANY_ADDRESS, host):
-        yield (
-            (db, app),
-            (
-                f"app_db_host={host} on {app} but MariaDB on {db} listens on "
-                f"mysql_bind_address={bind}: set db_address to {bind}"
-            ),
-        )
-    names = list(map(str, d["mysql_tls_names"]))
-    if primary and true(d["mysql_tls"]) and true(d["db_tls_generate"]) and host not in names:
-        yield (
-            (db, app),
-            (
-                f"app_db_host={host} on {app} is not a name on {db}'s certificate "
-                f"(mysql_tls_names={names}): the app would refuse it: set db_address to one of them"
-            ),
-        )
+    if primary:
+        yield from reached(db, d, app, host, bind)
     if app == db:
         return
     if not admits(d["mysql_app_client_hosts"], own):
@@ -130,6 +113,29 @@ def client(
             (
                 f"firewall_db_clients on {db} does not admit {app} ({own}): set "
                 "db_client_addresses to the app hosts' addresses"
+            ),
+        )
+
+
+def reached(db: str, d: Mapping[str, Any], app: str, host: str, bind: str) -> Iterator[Finding]:
+    """The primary's address and certificate name are where the app host connects."""
+    if host in LOOPBACK and app != db:
+        yield (app,), f"app_db_host={host} on {app}, which is not the db host {db}: set db_address"
+    elif host not in LOOPBACK and is_address(host) and bind not in (*ANY_ADDRESS, host):
+        yield (
+            (db, app),
+            (
+                f"app_db_host={host} on {app} but MariaDB on {db} listens on "
+                f"mysql_bind_address={bind}: set db_address to {bind}"
+            ),
+        )
+    names = list(map(str, d["mysql_tls_names"]))
+    if true(d["mysql_tls"]) and true(d["db_tls_generate"]) and host not in names:
+        yield (
+            (db, app),
+            (
+                f"app_db_host={host} on {app} is not a name on {db}'s certificate "
+                f"(mysql_tls_names={names}): the app would refuse it: set db_address to one of them"
             ),
         )
 
