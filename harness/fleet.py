@@ -106,7 +106,6 @@ class Fleet:
         for group in groups.values():
             for name in self.without:
                 group["hosts"].pop(name, None)
-        for group in groups.values():
             for name, host in group["hosts"].items():
                 if host is None:  # a host of another group, listed again (backup: web1)
                     continue
