@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy.engine import Engine
 
 from harness import ROOT, conntrack
@@ -127,6 +128,11 @@ def reaches(fleet: Fleet, source: str, target: str, port: int) -> bool:
     """Whether host ``source`` can open a TCP connection to ``target``'s port."""
     out = fleet.run(source, "python3", "-c", CONNECT, fleet.address(target), str(port)).stdout
     return out.strip() == "open"
+
+
+def role_default(path: Path, name: str) -> int:
+    """A role's default (its defaults/main.yml at ``path``), a whole number."""
+    return int(yaml.safe_load(path.read_text())[name])
 
 
 @contextmanager

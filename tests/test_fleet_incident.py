@@ -42,7 +42,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
 from harness import ROOT, conntrack
 from harness.fleet import Fleet
@@ -66,6 +65,7 @@ from tests.helpers import (
     notes_around,
     reaches,
     report,
+    role_default,
     runbook_blocks,
 )
 
@@ -301,10 +301,6 @@ ATTACKERS = 8
 LATE_CLIENTS = 14
 FIREWALL_DEFAULTS = ROOT / "ansible" / "roles" / "firewall" / "defaults" / "main.yml"
 NGINX_DEFAULTS = ROOT / "ansible" / "roles" / "nginx" / "defaults" / "main.yml"
-
-
-def role_default(path: Path, name: str) -> int:
-    return int(yaml.safe_load(path.read_text())[name])
 
 
 @contextlib.contextmanager

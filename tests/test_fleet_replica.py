@@ -34,14 +34,15 @@ import requests
 
 from harness.fleet import Fleet
 from harness.incident import APP_ENV, RELEASE, host_env
+from harness.mariadb import MYSQL_ROLE_DEFAULTS
 from harness.traffic import Load
-from tests.helpers import forgetting_fleet, report, runbook_blocks
+from tests.helpers import forgetting_fleet, report, role_default, runbook_blocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
 NETWORK_IDLE_TIMEOUT = 10
-# The fleet's mysql_semi_sync_timeout (the role's default).
-SEMI_SYNC_TIMEOUT = 10
+# The fleet's mysql_semi_sync_timeout: the role's default.
+SEMI_SYNC_TIMEOUT = role_default(MYSQL_ROLE_DEFAULTS, "mysql_semi_sync_timeout")
 METRICS = "/var/lib/prometheus/node-exporter/idle_proof_replication.prom"
 
 
