@@ -532,6 +532,18 @@ def test_a_second_database_host_is_a_replica(tmp_path: Path) -> None:
     inventory = copy_example(tmp_path)
     edit_hosts(inventory, with_db2)
     assert preflight(inventory, **REPLICATION_PASSWORD) == (0, [])
+    # db_address follows db_floating_address: the example sets it, so it is given here too.
+    floating = {"db_floating_address": "10.0.0.50", "db_address": "10.0.0.50"}
+    assert preflight(inventory, **REPLICATION_PASSWORD, **floating) == (0, [])
+
+
+def test_a_floating_address_with_one_database_host_is_refused(tmp_path: Path) -> None:
+    returncode, messages = preflight(copy_example(tmp_path), db_floating_address="10.0.0.50")
+    assert returncode != 0
+    assert messages == [
+        "db1: db_floating_address=10.0.0.50 moves between db hosts, and the db group has one: "
+        "remove db_floating_address, or add the replica to the db group"
+    ], messages
 
 
 @pytest.mark.parametrize(
@@ -578,6 +590,34 @@ def test_a_second_database_host_is_a_replica(tmp_path: Path) -> None:
             "db1: mysql_replication_heartbeat=400 on db1 must be above 0 and below "
             "mysql_replication_net_timeout=60 and network_idle_timeout=350: remove it from the "
             "inventory (it follows both)",
+        ),
+        (
+            {"db_floating_address": "db.example.com"},
+            "db1, db2: db_floating_address=db.example.com is not an IPv4 address",
+        ),
+        (
+            {"db_floating_address": "10.0.0.50", "db_address": "10.0.0.10"},
+            "db1, db2: db_address=10.0.0.10 but db_floating_address=10.0.0.50: the app hosts "
+            "would not follow a failover",
+        ),
+        (
+            {
+                "db_floating_address": "10.0.0.50",
+                "db_address": "10.0.0.50",
+                "mysql_failover": False,
+            },
+            "db1, db2: mysql_failover is false on db1, db2, and db_floating_address=10.0.0.50 is "
+            "where the app hosts connect",
+        ),
+        (
+            {"db_floating_address": "10.0.0.11"},
+            "db1, db2: db_floating_address=10.0.0.11 is db2's own address, which keepalived "
+            "would take from it",
+        ),
+        (
+            {"db_floating_address": "10.0.0.50", "mysql_vrrp_router_id": 300},
+            "db1, db2: mysql_vrrp_router_id must be one number from 1 to 255 on every db host "
+            "(300, 300)",
         ),
     ],
 )

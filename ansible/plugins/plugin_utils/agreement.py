@@ -119,9 +119,10 @@ def client(
 
 def reached(db: str, d: Mapping[str, Any], app: str, host: str, bind: str) -> Iterator[Finding]:
     """The primary's address and certificate name are where the app host connects."""
+    listens = {*ANY_ADDRESS, host} & set(bind.split(","))
     if host in LOOPBACK and app != db:
         yield (app,), f"app_db_host={host} on {app}, which is not the db host {db}: set db_address"
-    elif host not in LOOPBACK and is_address(host) and bind not in (*ANY_ADDRESS, host):
+    elif host not in LOOPBACK and is_address(host) and not listens:
         yield (
             (db, app),
             (
@@ -422,6 +423,63 @@ def replication(dbs: Mapping[str, Any], apps: Mapping[str, Any]) -> Iterator[Fin
             )
 
 
+def floating(dbs: Mapping[str, Any]) -> Iterator[Finding]:
+    """db_floating_address (an IPv4 address, wiring.addresses): no host's own, and for
+    keepalived between db hosts."""
+    address = str(next(iter(dbs.values()))["db_floating_address"]).strip()
+    if not address:
+        return
+    hosts = tuple(dbs)
+    if len(dbs) < 2:
+        yield (
+            hosts,
+            (
+                f"db_floating_address={address} moves between db hosts, and the db group has "
+                "one: remove db_floating_address, or add the replica to the db group"
+            ),
+        )
+        return
+    off = [db for db, d in dbs.items() if not true(d["mysql_failover"])]
+    if off:
+        yield (
+            tuple(off),
+            (
+                f"mysql_failover is false on {', '.join(off)}, and db_floating_address={address} "
+                "is where the app hosts connect: nothing would hold it there: remove "
+                "mysql_failover from the inventory"
+            ),
+        )
+    taken = [db for db, d in dbs.items() if str(d["private_address"]) == address]
+    others = sorted({str(d["db_address"]) for d in dbs.values()} - {address})
+    if others:
+        yield (
+            hosts,
+            (
+                f"db_address={others[0]} but db_floating_address={address}: the app hosts would "
+                "not follow a failover: remove db_address from the inventory (it follows "
+                "db_floating_address)"
+            ),
+        )
+    if taken:
+        yield (
+            hosts,
+            (
+                f"db_floating_address={address} is {taken[0]}'s own address, which keepalived "
+                "would take from it: set it to an address no host uses, on the db hosts' network"
+            ),
+        )
+    ids = {str(d["mysql_vrrp_router_id"]) for d in dbs.values()}
+    if len(ids) > 1 or not 1 <= int(ids.pop()) <= 255:
+        yield (
+            hosts,
+            (
+                f"mysql_vrrp_router_id must be one number from 1 to 255 on every db host "
+                f"({', '.join(sorted(str(d['mysql_vrrp_router_id']) for d in dbs.values()))}): "
+                "set it once for the db group"
+            ),
+        )
+
+
 def backups(views: Views) -> Iterator[Finding]:
     """The backup group: one host, apart from the db hosts, which back up to copy."""
     stores, dbs = views.get("backup_store", {}), views["mysql"]
@@ -476,6 +534,8 @@ def problems(views: Views) -> Iterator[Finding]:
                 "mysql_max_connections instead"
             ),
         )
+    if dbs:
+        yield from floating(dbs)
     if len(dbs) > 1:
         found = list(replication(dbs, apps))
         yield from found

@@ -158,7 +158,17 @@ def addresses(inventory: Mapping[str, Any]) -> Iterator[Finding]:
                 "network between the hosts"
             ),
         )
-    if named:
+    floating = {str(v["db_floating_address"]).strip() for v in hosts.values()} - {""}
+    bad_floating = sorted(a for a in floating if not is_address(a) or ":" in a)
+    if bad_floating:
+        yield (
+            tuple(views["mysql"]) or tuple(hosts),
+            (
+                f"db_floating_address={bad_floating[0]} is not an IPv4 address: set it to an "
+                "address no host uses, on the db hosts' network"
+            ),
+        )
+    if named or bad_floating:
         return  # every check below would repeat it
     fix = "give the host it names a private_address, or list addresses and networks only"
     for role, name, ok in ADDRESS_LISTS:
@@ -196,7 +206,7 @@ def addresses(inventory: Mapping[str, Any]) -> Iterator[Finding]:
                 ),
             )
         bind = str(values["mysql_bind_address"])
-        if not (is_address(bind) or bind == "*"):
+        if not (all(map(is_address, bind.split(","))) or bind == "*"):
             yield (
                 (host,),
                 f"mysql_bind_address={bind} is not an address: set {host}'s private_address",
