@@ -20,22 +20,31 @@ connection crosses it too.
 * the replication metrics on both hosts, and a stopped replica's;
 * restore.yml restores db1 and seeds db2 again from it, so that db2 follows db1's new
   binary logs rather than skipping them;
-* deploy/RUNBOOK.md section 13, every command on its host: a replica seeded again.
+* deploy/RUNBOOK.md section 13, every command on its host: a replica seeded again;
+* db_floating_address on db1, the writable host, only; section 14: db1 powered off under
+  load, failover.yml promotes db2 and the address follows, the app hosts with no restart:
+  the cut costs 503s only, every acknowledged note is on db2, once; an app given db1's own
+  address fails, and a converge with the stale inventory is refused;
+* section 15: db1 comes back writable without the address and rejoins as db2's replica;
+  a switch back to db1 with both up loses no acknowledged note, and db2 rejoins.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from harness.fleet import Fleet
-from harness.incident import APP_ENV, RELEASE, host_env
+from harness.incident import APP_ENV, RELEASE, dead_host_bound, host_env
 from harness.mariadb import MYSQL_ROLE_DEFAULTS
 from harness.traffic import Load
+from idleproof.settings import Settings
 from tests.helpers import forgetting_fleet, report, role_default, runbook_blocks
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
@@ -44,6 +53,8 @@ NETWORK_IDLE_TIMEOUT = 10
 # The fleet's mysql_semi_sync_timeout: the role's default.
 SEMI_SYNC_TIMEOUT = role_default(MYSQL_ROLE_DEFAULTS, "mysql_semi_sync_timeout")
 METRICS = "/var/lib/prometheus/node-exporter/idle_proof_replication.prom"
+# db_floating_address's last octet on the fleet's network: an address no host has.
+FLOATING_OCTET = 50
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +69,8 @@ def fleet(
         extra_hosts={"db2": ("db", 11)},
         without=("app2",),
     ) as fleet:
+        fleet.inventory_vars["db_floating_address"] = f"{fleet.network}.{FLOATING_OCTET}"
+        fleet.write_inventory()
         converge = fleet.playbook()
         assert converge.returncode == 0, converge.output[-6000:]
         report(
@@ -86,11 +99,21 @@ def semi_sync(fleet: Fleet) -> dict[str, str]:
     return {name.removeprefix("Rpl_semi_sync_master_"): value for name, value in rows}
 
 
-def caught_up(fleet: Fleet, seconds: float) -> bool:
-    """Whether db2 applied everything db1 has logged, within ``seconds``."""
-    position = sql(fleet, "db1", "SELECT @@gtid_binlog_pos")
-    waited = sql(fleet, "db2", f"SELECT MASTER_GTID_WAIT('{position}', {seconds})")
+def caught_up(fleet: Fleet, seconds: float, primary: str = "db1", replica: str = "db2") -> bool:
+    """Whether the replica applied everything the primary has logged, within ``seconds``."""
+    position = sql(fleet, primary, "SELECT @@gtid_binlog_pos")
+    waited = sql(fleet, replica, f"SELECT MASTER_GTID_WAIT('{position}', {seconds})")
     return waited == "0"
+
+
+def floating(fleet: Fleet) -> str:
+    return str(fleet.inventory_vars["db_floating_address"])
+
+
+def holds(fleet: Fleet, host: str) -> bool:
+    """Whether the host has the floating address on an interface."""
+    show = ("ip", "-o", "-4", "addr", "show", "to", f"{floating(fleet)}/32")
+    return bool(fleet.run(host, *show).stdout.strip())
 
 
 def notes_on(fleet: Fleet, host: str) -> list[str]:
@@ -117,6 +140,17 @@ def test_db2_replicates_db1_by_gtid_over_verified_tls(fleet: Fleet) -> None:
     assert sql(fleet, "db1", "SELECT @@read_only, @@server_id") == "0\t1"
     assert sql(fleet, "db2", "SELECT @@server_id") == "2"
     assert semi_sync(fleet)["clients"] == "1"
+
+
+def test_the_floating_address_is_on_db1_the_writable_host_only(fleet: Fleet) -> None:
+    """The app reaches the database at db_floating_address, which keepalived keeps on the
+    host whose server is writable: db1. db2 is read-only, so its check fails and it does
+    not even stand by for the address."""
+    assert f"@{floating(fleet)}:" in host_env(fleet, "app1")["DATABASE_URL"]
+    assert holds(fleet, "db1") and not holds(fleet, "db2")
+    check = "/usr/local/sbin/idle-proof-db-writable"
+    assert fleet.run("db1", check, check=False).returncode == 0
+    assert fleet.run("db2", check, check=False).returncode == 1
 
 
 def test_every_note_db1_acknowledged_is_on_db2(
@@ -197,7 +231,7 @@ def test_doctor_passes_the_primary_and_fails_the_app_pointed_at_db2(fleet: Fleet
     # The same settings with db_address set to the replica by mistake.
     text = (fleet.root("app1") / APP_ENV.lstrip("/")).read_text()
     wrong = "/root/db2.env"
-    replaced = text.replace(f"@{fleet.address('db1')}:", f"@{fleet.address('db2')}:")
+    replaced = text.replace(f"@{floating(fleet)}:", f"@{fleet.address('db2')}:")
     assert replaced != text
     (fleet.root("app1") / wrong.lstrip("/")).write_text(replaced)
     on_db2 = fleet.run("app1", kit, "doctor", f"--env-file={wrong}", check=False)
@@ -367,3 +401,196 @@ def test_runbook_seeds_db2_again(fleet: Fleet, request: pytest.FixtureRequest) -
     now = fleet.run("db2", "bash", "-c", "ls -d /var/lib/mysql.replaced-*").stdout.split()
     assert set(kept) < set(now), (kept, now)
     report(request, "replica", f"db2 seeded again by the runbook: converge {run.seconds:.0f} s")
+
+
+def service_pid(fleet: Fleet, host: str) -> str:
+    show = ("systemctl", "show", "--property=MainPID", "--value", "idle-proof.service")
+    return fleet.run(host, *show).stdout.strip()
+
+
+def doctor_row(fleet: Fleet, env_file: str) -> tuple[int, str]:
+    """``idleproof doctor`` on app1 with these settings: its exit code, its replication row."""
+    kit = f"{RELEASE}/venv/bin/idleproof"
+    done = fleet.run("app1", kit, "doctor", f"--env-file={env_file}", check=False)
+    rows = [line for line in done.stdout.splitlines() if "replication" in line]
+    return done.returncode, rows[0] if rows else done.stdout[-300:]
+
+
+def test_db1_powered_off_under_load_the_runbook_promotes_db2(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """Section 14: db1 loses its power under load; the runbook's check on db2 and its one
+    command (failover.yml) promote db2, and keepalived moves the floating address there.
+    The app hosts follow with no restart: the requests caught by the cut are answered 503,
+    every note acknowledged (201) before or after is on db2, once. An app given db1's own
+    address (naive) still fails; a converge whose inventory still names db1 as the primary
+    is refused rather than making db2 a replica."""
+    blocks = runbook_blocks(14)
+    assert [host for host, _ in blocks] == ["db2", "controller"], blocks
+    command = re.fullmatch(
+        r"ansible-playbook -i \S+ (failover\.yml) -e (db_primary)=(db2)\n", blocks[1][1]
+    )
+    assert command, blocks[1][1]
+    bound = dead_host_bound(Settings.from_env(host_env(fleet, "app1")))
+    pid = service_pid(fleet, "app1")
+    with Load(fleet.url, threads=4, rate=16) as load:
+        time.sleep(5)
+        cut = time.monotonic()
+        fleet.power_off("db1")
+        seen = fleet.run("db2", "bash", "-c", "set -eu\n" + blocks[0][1]).stdout
+        run = fleet.playbook(
+            "-e", json.dumps({command.group(2): command.group(3)}), file=command.group(1)
+        )
+        promoted = time.monotonic()
+        for _ in range(120):
+            if any(a.status == 201 and a.started > promoted for a in load.answers):
+                break
+            time.sleep(0.5)
+        back = time.monotonic()
+        time.sleep(5)
+    assert run.returncode == 0, run.output[-6000:]
+    assert "Slave_SQL_Running" in seen, seen
+    answers = sorted(load.answers, key=lambda a: a.started)
+    failed = [a for a in answers if not a.ok]
+    acknowledged = [a.note for a in answers if a.note and a.status == 201]
+    rows = notes_on(fleet, "db2")
+    missing = [text for text in acknowledged if text not in rows]
+    duplicated = sorted({text for text in acknowledged if rows.count(text) > 1})
+    # Writes acknowledged again, in seconds after the cut: the first 201 to a request sent
+    # after the first failure.
+    first_failure = min((a.started for a in failed), default=cut)
+    writes = min(
+        a.started + a.seconds - cut
+        for a in answers
+        if a.status == 201 and a.started > first_failure
+    )
+    outage = (
+        max(a.started + a.seconds for a in failed) - min(a.started for a in failed)
+        if failed
+        else 0.0
+    )
+    statuses = dict(Counter(a.status for a in failed))
+    naive = fleet.run("app1", "sed", f"s/@{floating(fleet)}:/@{fleet.address('db1')}:/", APP_ENV)
+    (fleet.root("app1") / "root/db1.env").write_text(naive.stdout)
+    naive_doctor, kit_doctor = doctor_row(fleet, "/root/db1.env"), doctor_row(fleet, APP_ENV)
+    report(
+        request,
+        "replica",
+        f"db1 powered off under load, failover.yml promoted db2 in {run.seconds:.0f} s: "
+        f"{len(failed)} requests failed over {outage:.0f} s ({statuses}), writes "
+        f"acknowledged again {writes:.0f} s after the cut; {len(acknowledged)} notes "
+        f"acknowledged, {len(missing)} missing on db2, "
+        f"{len(duplicated)} duplicated; doctor on app1: kit {kit_doctor[0]}, naive (db1's "
+        f"own address) {naive_doctor[0]}",
+    )
+    assert failed, "no request met the cut: it did not happen under load"
+    assert all(a.status == 503 and a.error for a in failed), [(a.status, a.error) for a in failed]
+    assert max(a.seconds for a in failed) <= bound, sorted(a.seconds for a in failed)[-5:]
+    after = [a for a in answers if a.started > back]
+    assert len(after) >= 5 and all(a.ok for a in after), [a.status for a in after]
+    assert missing == [] and duplicated == []
+    assert holds(fleet, "db2") and sql(fleet, "db2", "SELECT @@read_only") == "0"
+    assert replica_status(fleet) == {}
+    # The app hosts followed the address: the same Gunicorn serves, and doctor passes.
+    assert service_pid(fleet, "app1") == pid
+    # A primary with no replica yet: a warning, not a failure.
+    assert kit_doctor[0] == 0 and "no replica connected" in kit_doctor[1], kit_doctor
+    assert naive_doctor[0] == 1 and "FAIL" in naive_doctor[1], naive_doctor
+    # The inventory still says db_primary: db1: the converge leaves db2 the primary.
+    stale = fleet.playbook("--limit", "db2")
+    assert stale.returncode != 0
+    assert f"db2 holds db_floating_address={floating(fleet)}" in stale.output, stale.output[-3000:]
+    assert holds(fleet, "db2") and sql(fleet, "db2", "SELECT @@read_only") == "0"
+
+
+def test_the_runbook_rejoins_db1_as_a_replica_of_db2(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """Section 15: db1 boots from its own disk, writable (it was the primary) but without
+    the floating address, which db2 keeps (nopreempt). With db_primary: db2 in the
+    inventory, the section's converge makes db1 a replica of db2, seeded from a fresh
+    backup of db2, its own data kept aside."""
+    blocks = runbook_blocks(15)
+    assert [host for host, _ in blocks] == ["controller", "db2"], blocks
+    converge = re.fullmatch(r"ansible-playbook -i \S+ site\.yml --limit (db1)\n", blocks[0][1])
+    assert converge, blocks[0][1]
+    boot = fleet.power_on("db1")
+    for _ in range(120):
+        if fleet.run("db1", "mariadb", "-e", "SELECT 1", check=False).returncode == 0:
+            break
+        time.sleep(0.5)
+    # Three advertisements missed would be enough for keepalived to take the address.
+    time.sleep(5)
+    assert sql(fleet, "db1", "SELECT @@read_only") == "0"
+    assert holds(fleet, "db2") and not holds(fleet, "db1")
+    fleet.inventory_vars["db_primary"] = "db2"
+    fleet.write_inventory()
+    run = fleet.playbook("--limit", converge.group(1))
+    assert run.returncode == 0, run.output[-6000:]
+    status = replica_status(fleet, "db1")
+    expected = {
+        "Master_Host": fleet.address("db2"),
+        "Slave_IO_Running": "Yes",
+        "Slave_SQL_Running": "Yes",
+        "Master_SSL_Verify_Server_Cert": "Yes",
+    }
+    assert {name: status.get(name) for name in expected} == expected, status
+    clients = fleet.run("db2", "bash", "-c", "set -eu\n" + blocks[1][1]).stdout
+    assert re.search(r"Rpl_semi_sync_master_clients\s+1", clients), clients
+    made = requests.post(f"{fleet.url}/notes", json={"text": "after the rejoin"}, timeout=30)
+    assert made.status_code == 201, made.text
+    assert caught_up(fleet, 30, primary="db2", replica="db1")
+    assert sorted(notes_on(fleet, "db1")) == sorted(notes_on(fleet, "db2"))
+    assert "after the rejoin" in notes_on(fleet, "db1")
+    assert sql(fleet, "db1", "SELECT @@read_only") == "1"
+    assert holds(fleet, "db2") and not holds(fleet, "db1")
+    kept = fleet.run("db1", "bash", "-c", "ls -d /var/lib/mysql.replaced-*").stdout.split()
+    assert kept
+    report(
+        request,
+        "replica",
+        f"db1 back in {boot:.0f} s, writable without the address; rejoined as db2's replica "
+        f"by the runbook's converge in {run.seconds:.0f} s, its old data kept ({len(kept)})",
+    )
+
+
+def test_a_switch_back_to_db1_with_both_up_loses_no_acknowledged_note(
+    fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """Section 15's last paragraph: section 14's command with -e db_primary=db1 while both
+    hosts run fences db2 (read-only: its writes are answered 503 until db1 takes the
+    address), promotes db1, and db2 rejoins as db1's replica with the same converge. The
+    fleet ends as it began."""
+    with Load(fleet.url, threads=4, rate=16) as load:
+        time.sleep(3)
+        switched = fleet.playbook("-e", "db_primary=db1", file="failover.yml")
+        time.sleep(5)
+    assert switched.returncode == 0, switched.output[-6000:]
+    assert holds(fleet, "db1") and not holds(fleet, "db2")
+    assert sql(fleet, "db2", "SELECT @@read_only") == "1"
+    answers = sorted(load.answers, key=lambda a: a.started)
+    failed = [a for a in answers if not a.ok]
+    assert all(a.status == 503 and a.error for a in failed), [(a.status, a.error) for a in failed]
+    acknowledged = [a.note for a in answers if a.note and a.status == 201]
+    rows = notes_on(fleet, "db1")
+    missing = [text for text in acknowledged if text not in rows]
+    duplicated = sorted({text for text in acknowledged if rows.count(text) > 1})
+    assert missing == [] and duplicated == []
+    fleet.inventory_vars["db_primary"] = "db1"
+    fleet.write_inventory()
+    rejoined = fleet.playbook("--limit", "db2")
+    assert rejoined.returncode == 0, rejoined.output[-6000:]
+    assert replica_status(fleet)["Master_Host"] == fleet.address("db1")
+    made = requests.post(f"{fleet.url}/notes", json={"text": "db1 again"}, timeout=30)
+    assert made.status_code == 201, made.text
+    assert caught_up(fleet, 30) and "db1 again" in notes_on(fleet, "db2")
+    assert sorted(notes_on(fleet, "db2")) == sorted(notes_on(fleet, "db1"))
+    assert semi_sync(fleet)["clients"] == "1"
+    report(
+        request,
+        "replica",
+        f"switch back to db1 with both up under load: failover.yml {switched.seconds:.0f} s, "
+        f"{len(failed)} requests answered 503, {len(acknowledged)} notes acknowledged, "
+        f"{len(missing)} missing on db1, {len(duplicated)} duplicated; db2 rejoined in "
+        f"{rejoined.seconds:.0f} s",
+    )
