@@ -39,6 +39,7 @@ EXTERNAL = {
     "idleproof_replication_seconds_behind_primary",
     "idleproof_replication_running",
     "idleproof_replication_unacknowledged_commits_total",
+    "idleproof_db_writable",
     "idleproof_backup_last_success_timestamp_seconds",
     "idleproof_backup_copy_last_success_timestamp_seconds",
 }

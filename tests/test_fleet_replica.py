@@ -333,17 +333,19 @@ def test_the_metrics_show_replication_and_a_stopped_replica(fleet: Fleet) -> Non
     assert metrics(fleet, "db2") == {
         "idleproof_replication_running": 1,
         "idleproof_replication_seconds_behind_primary": 0,
+        "idleproof_db_writable": 0,
     }
     requests.post(f"{fleet.url}/notes", json={"text": "semi-sync on"}, timeout=30)
     primary = metrics(fleet, "db1")
     assert primary["idleproof_replication_semi_sync"] == 1, primary
+    assert primary["idleproof_db_writable"] == 1, primary
     sql(fleet, "db2", "STOP SLAVE SQL_THREAD")
     try:
         stopped = metrics(fleet, "db2")
     finally:
         sql(fleet, "db2", "START SLAVE SQL_THREAD")
     # No lag while a thread is stopped: the server says NULL, and the metric is left out.
-    assert stopped == {"idleproof_replication_running": 0}, stopped
+    assert stopped == {"idleproof_replication_running": 0, "idleproof_db_writable": 0}, stopped
 
 
 def test_a_restore_of_db1_seeds_db2_from_the_restored_server(
@@ -491,6 +493,10 @@ def test_db1_powered_off_under_load_the_runbook_promotes_db2(
     assert missing == [] and duplicated == []
     assert holds(fleet, "db2") and sql(fleet, "db2", "SELECT @@read_only") == "0"
     assert replica_status(fleet) == {}
+    # db2's metrics are the primary's now: no replication to report stopped.
+    promoted_metrics = metrics(fleet, "db2")
+    assert "idleproof_replication_running" not in promoted_metrics, promoted_metrics
+    assert promoted_metrics["idleproof_db_writable"] == 1, promoted_metrics
     # The app hosts followed the address: the same Gunicorn serves, and doctor passes.
     assert service_pid(fleet, "app1") == pid
     # A primary with no replica yet: a warning, not a failure.
@@ -523,6 +529,9 @@ def test_the_runbook_rejoins_db1_as_a_replica_of_db2(
     time.sleep(5)
     assert sql(fleet, "db1", "SELECT @@read_only") == "0"
     assert holds(fleet, "db2") and not holds(fleet, "db1")
+    # Two primaries, as IdleproofTwoWritableDatabases sees them.
+    writable = {h: metrics(fleet, h)["idleproof_db_writable"] for h in ("db1", "db2")}
+    assert writable == {"db1": 1, "db2": 1}, writable
     fleet.inventory_vars["db_primary"] = "db2"
     fleet.write_inventory()
     run = fleet.playbook("--limit", converge.group(1))
@@ -544,6 +553,7 @@ def test_the_runbook_rejoins_db1_as_a_replica_of_db2(
     assert "after the rejoin" in notes_on(fleet, "db1")
     assert sql(fleet, "db1", "SELECT @@read_only") == "1"
     assert holds(fleet, "db2") and not holds(fleet, "db1")
+    assert metrics(fleet, "db1")["idleproof_db_writable"] == 0
     kept = fleet.run("db1", "bash", "-c", "ls -d /var/lib/mysql.replaced-*").stdout.split()
     assert kept
     report(
