@@ -130,6 +130,12 @@ def reaches(fleet: Fleet, source: str, target: str, port: int) -> bool:
     return out.strip() == "open"
 
 
+def service_pid(fleet: Fleet, host: str) -> str:
+    """The app's Gunicorn master on the host: the same after a fault means not restarted."""
+    show = ("systemctl", "show", "--property=MainPID", "--value", "idle-proof.service")
+    return fleet.run(host, *show).stdout.strip()
+
+
 def role_default(path: Path, name: str) -> int:
     """A role's default (its defaults/main.yml at ``path``), a whole number."""
     return int(yaml.safe_load(path.read_text())[name])

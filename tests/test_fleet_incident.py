@@ -67,6 +67,7 @@ from tests.helpers import (
     report,
     role_default,
     runbook_blocks,
+    service_pid,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
@@ -563,11 +564,6 @@ def test_db1_powered_off_under_load(
     assert {h: service_pid(fleet, h) for h in ("app1", "app2")} == before
     # The naive app, no socket timeouts: the request outlives the client's patience.
     assert death.naive and all(s != 200 for s, _ in death.naive), death.naive
-
-
-def service_pid(fleet: Fleet, host: str) -> str:
-    show = ("systemctl", "show", "--property=MainPID", "--value", "idle-proof.service")
-    return fleet.run(host, *show).stdout.strip()
 
 
 def summarize(statuses: list[int | str]) -> dict[str, int]:

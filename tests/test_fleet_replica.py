@@ -45,7 +45,13 @@ from harness.incident import APP_ENV, RELEASE, dead_host_bound, host_env
 from harness.mariadb import MYSQL_ROLE_DEFAULTS
 from harness.traffic import Load
 from idleproof.settings import Settings
-from tests.helpers import forgetting_fleet, report, role_default, runbook_blocks
+from tests.helpers import (
+    forgetting_fleet,
+    report,
+    role_default,
+    runbook_blocks,
+    service_pid,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.ansible, pytest.mark.fleet]
 
@@ -118,6 +124,17 @@ def holds(fleet: Fleet, host: str) -> bool:
 
 def notes_on(fleet: Fleet, host: str) -> list[str]:
     return sql(fleet, host, "SELECT text FROM app.notes").split("\n")
+
+
+def env_pointed_at(fleet: Fleet, host: str) -> str:
+    """app1's settings with DATABASE_URL at ``host``'s own address rather than the floating
+    one: a file on app1, its path."""
+    text = (fleet.root("app1") / APP_ENV.lstrip("/")).read_text()
+    replaced = text.replace(f"@{floating(fleet)}:", f"@{fleet.address(host)}:")
+    assert replaced != text
+    path = f"/root/{host}.env"
+    (fleet.root("app1") / path.lstrip("/")).write_text(replaced)
+    return path
 
 
 def test_db2_replicates_db1_by_gtid_over_verified_tls(fleet: Fleet) -> None:
@@ -229,12 +246,9 @@ def test_doctor_passes_the_primary_and_fails_the_app_pointed_at_db2(fleet: Fleet
     assert on_db1.returncode == 0 and rows and "PASS" in rows[0], on_db1.stdout
     assert "1 replica(s) acknowledge each COMMIT" in rows[0], rows
     # The same settings with db_address set to the replica by mistake.
-    text = (fleet.root("app1") / APP_ENV.lstrip("/")).read_text()
-    wrong = "/root/db2.env"
-    replaced = text.replace(f"@{floating(fleet)}:", f"@{fleet.address('db2')}:")
-    assert replaced != text
-    (fleet.root("app1") / wrong.lstrip("/")).write_text(replaced)
-    on_db2 = fleet.run("app1", kit, "doctor", f"--env-file={wrong}", check=False)
+    on_db2 = fleet.run(
+        "app1", kit, "doctor", f"--env-file={env_pointed_at(fleet, 'db2')}", check=False
+    )
     rows = [line for line in on_db2.stdout.splitlines() if "replication" in line]
     assert on_db2.returncode == 1 and rows and "FAIL" in rows[0], on_db2.stdout
     assert "read-only" in rows[0], rows
@@ -405,11 +419,6 @@ def test_runbook_seeds_db2_again(fleet: Fleet, request: pytest.FixtureRequest) -
     report(request, "replica", f"db2 seeded again by the runbook: converge {run.seconds:.0f} s")
 
 
-def service_pid(fleet: Fleet, host: str) -> str:
-    show = ("systemctl", "show", "--property=MainPID", "--value", "idle-proof.service")
-    return fleet.run(host, *show).stdout.strip()
-
-
 def doctor_row(fleet: Fleet, env_file: str) -> tuple[int, str]:
     """``idleproof doctor`` on app1 with these settings: its exit code, its replication row."""
     kit = f"{RELEASE}/venv/bin/idleproof"
@@ -472,9 +481,8 @@ def test_db1_powered_off_under_load_the_runbook_promotes_db2(
         else 0.0
     )
     statuses = dict(Counter(a.status for a in failed))
-    naive = fleet.run("app1", "sed", f"s/@{floating(fleet)}:/@{fleet.address('db1')}:/", APP_ENV)
-    (fleet.root("app1") / "root/db1.env").write_text(naive.stdout)
-    naive_doctor, kit_doctor = doctor_row(fleet, "/root/db1.env"), doctor_row(fleet, APP_ENV)
+    naive_doctor = doctor_row(fleet, env_pointed_at(fleet, "db1"))
+    kit_doctor = doctor_row(fleet, APP_ENV)
     report(
         request,
         "replica",

@@ -449,7 +449,6 @@ def floating(dbs: Mapping[str, Any]) -> Iterator[Finding]:
                 "mysql_failover from the inventory"
             ),
         )
-    taken = [db for db, d in dbs.items() if str(d["private_address"]) == address]
     others = sorted({str(d["db_address"]) for d in dbs.values()} - {address})
     if others:
         yield (
@@ -460,6 +459,7 @@ def floating(dbs: Mapping[str, Any]) -> Iterator[Finding]:
                 "db_floating_address)"
             ),
         )
+    taken = [db for db, d in dbs.items() if str(d["private_address"]) == address]
     if taken:
         yield (
             hosts,
